@@ -1,0 +1,37 @@
+# Two entry points: `make demo` and `make test`. Each creates or reuses the
+# virtual environment and installs what it needs, system packages included.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint sysdeps venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# System tools the demo and tests use: unshare (util-linux) and ip (iproute2).
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+demo: $(STAMP) sysdeps
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash demo/demo.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check kit tests demo
+	$(BIN)/ruff check kit tests demo
+	$(BIN)/mypy --strict kit
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: $(STAMP) sysdeps lint
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Reconciliation of receipts against the issuance ledger."""

@@ -1,0 +1,295 @@
+"""Reconcile receipt batches against the issuance ledger (FORMAT.md 7-8).
+
+Only signed content is evidence: receipts are checked against the host's
+enrolled receipt key, ordered by their sequence numbers and hash links, never
+by file names or times. Identical receipts delivered twice count once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kit.crypto.sign import key_id
+from kit.errors import FormatError, KitError, UnauthenticatedError
+from kit.formats import receipt as rfmt
+from kit.formats.envelope import verify_envelope
+from kit.host.verifier import DEFAULT_LEEWAY
+from kit.media import read_media
+from kit.storage.base import HostRecord, IssuanceRecord
+
+STATUSES = ("used", "denied", "unused-expired", "outstanding")
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    code: str
+    message: str
+    host: str = ""
+    seq: int = 0
+    bundle_id: str = ""
+    source: str = ""
+
+
+@dataclass
+class BundleStatus:
+    bundle_id: str
+    host: str
+    task: str
+    owner: str
+    max_uses: int
+    expires_at: int
+    status: str = "outstanding"
+    uses: int = 0
+    denials: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    bundles: list[BundleStatus]
+    anomalies: list[Anomaly]
+    hosts: dict[str, int]  # host -> highest sequence number seen
+    receipts: int
+
+    @property
+    def clean(self) -> bool:
+        return not self.anomalies
+
+
+@dataclass(frozen=True)
+class Batch:
+    source: str
+    data: bytes
+
+
+def _chain(
+    host: str, by_seq: dict[int, rfmt.SignedReceipt], report: list[Anomaly]
+) -> None:
+    if not by_seq:
+        return
+    top = max(by_seq)
+    missing = [s for s in range(1, top + 1) if s not in by_seq]
+    if missing:
+        report.append(
+            Anomaly(
+                "chain-gap",
+                f"host {host}: {len(missing)} receipt(s) "
+                f"missing, first at seq {missing[0]}",
+                host,
+                missing[0],
+            )
+        )
+    for seq, r in sorted(by_seq.items()):
+        prev = by_seq.get(seq - 1)
+        expected = rfmt.GENESIS if seq == 1 else (prev.digest if prev else None)
+        if expected is not None and r.receipt.prev != expected:
+            report.append(
+                Anomaly(
+                    "chain-break",
+                    f"host {host}: receipt {seq} does not link to receipt {seq - 1}",
+                    host,
+                    seq,
+                )
+            )
+
+
+def reconcile(
+    batches: list[Batch],
+    hosts: list[HostRecord],
+    bundles: list[IssuanceRecord],
+    *,
+    now: int,
+    leeway: int = DEFAULT_LEEWAY,
+) -> Report:
+    anomalies: list[Anomaly] = []
+    keys = {h.name: h.receipt_public for h in hosts}
+    chains: dict[str, dict[int, rfmt.SignedReceipt]] = defaultdict(dict)
+    checkpoints: list[tuple[str, rfmt.Checkpoint]] = []
+
+    # 1. authenticate every receipt and checkpoint against its host's key
+    for batch in batches:
+        try:
+            receipts, cp = rfmt.parse_batch(batch.data)
+        except FormatError as exc:
+            anomalies.append(Anomaly("malformed-batch", str(exc), source=batch.source))
+            continue
+        pub = keys.get(cp.host)
+        if pub is None:
+            anomalies.append(
+                Anomaly(
+                    "unknown-host",
+                    f"batch from host {cp.host!r}, which is not enrolled",
+                    cp.host,
+                    source=batch.source,
+                )
+            )
+            continue
+        trusted = {key_id(pub): pub}
+        try:
+            verify_envelope(cp.envelope, trusted, threshold=1, what="checkpoint")
+        except UnauthenticatedError:
+            anomalies.append(
+                Anomaly(
+                    "bad-signature",
+                    f"checkpoint of host {cp.host} is not signed by its receipt key",
+                    cp.host,
+                    cp.seq,
+                    source=batch.source,
+                )
+            )
+            continue
+        checkpoints.append((batch.source, cp))
+        for sr in receipts:
+            r = sr.receipt
+            try:
+                if r.host != cp.host:
+                    raise UnauthenticatedError("receipt")
+                verify_envelope(sr.envelope, trusted, threshold=1, what="receipt")
+            except KitError:
+                anomalies.append(
+                    Anomaly(
+                        "bad-signature",
+                        f"receipt {r.seq} in a batch "
+                        f"of host {cp.host} is not signed by that "
+                        "host",
+                        cp.host,
+                        r.seq,
+                        source=batch.source,
+                    )
+                )
+                continue
+            known = chains[cp.host].get(r.seq)
+            if known is not None and known.digest != sr.digest:
+                anomalies.append(
+                    Anomaly(
+                        "chain-fork",
+                        f"host {cp.host}: two different receipts carry seq {r.seq}",
+                        cp.host,
+                        r.seq,
+                        source=batch.source,
+                    )
+                )
+                continue
+            chains[cp.host][r.seq] = sr
+
+    # 2. chain continuity and checkpoints
+    for host, by_seq in sorted(chains.items()):
+        _chain(host, by_seq, anomalies)
+    for source, cp in checkpoints:
+        got = chains[cp.host].get(cp.seq)
+        if got is None or got.digest != cp.head:
+            anomalies.append(
+                Anomaly(
+                    "checkpoint-mismatch",
+                    f"host {cp.host}: the "
+                    f"checkpoint names receipt {cp.seq} as head, but "
+                    "the delivered receipts do not match it",
+                    cp.host,
+                    cp.seq,
+                    source=source,
+                )
+            )
+
+    # 3. match receipts to issuances
+    ledger = {b.bundle_id: b for b in bundles}
+    status = {
+        b.bundle_id: BundleStatus(
+            b.bundle_id, b.host, b.task, b.owner, b.max_uses, b.expires_at
+        )
+        for b in bundles
+    }
+    for host, by_seq in sorted(chains.items()):
+        for seq, sr in sorted(by_seq.items()):
+            r = sr.receipt
+            if not r.bundle_id:
+                continue  # a denial of an unauthenticated bundle: no issuance to match
+            issued = ledger.get(r.bundle_id)
+            if issued is None:
+                anomalies.append(
+                    Anomaly(
+                        "unknown-bundle",
+                        f"host {host} reports "
+                        f"bundle {r.bundle_id}, which was never issued",
+                        host,
+                        seq,
+                        r.bundle_id,
+                    )
+                )
+                continue
+            st = status[r.bundle_id]
+            if r.event == "deny":
+                st.denials.append(f"{r.reason} (host {host} seq {seq})")
+                continue
+            if r.event != "release":
+                continue
+            st.uses += 1
+            if host != issued.host:
+                anomalies.append(
+                    Anomaly(
+                        "host-mismatch",
+                        f"bundle {r.bundle_id} for "
+                        f"{issued.host} was released on {host}",
+                        host,
+                        seq,
+                        r.bundle_id,
+                    )
+                )
+            if r.task != issued.task:
+                anomalies.append(
+                    Anomaly(
+                        "task-mismatch",
+                        f"bundle {r.bundle_id} for "
+                        f"task {issued.task} released for {r.task}",
+                        host,
+                        seq,
+                        r.bundle_id,
+                    )
+                )
+            if not issued.not_before - leeway <= r.time <= issued.expires_at + leeway:
+                anomalies.append(
+                    Anomaly(
+                        "use-outside-validity",
+                        f"bundle "
+                        f"{r.bundle_id} released at {r.time}, valid "
+                        f"{issued.not_before}..{issued.expires_at}",
+                        host,
+                        seq,
+                        r.bundle_id,
+                    )
+                )
+            if st.uses > issued.max_uses:
+                anomalies.append(
+                    Anomaly(
+                        "overuse",
+                        f"bundle {r.bundle_id} released "
+                        f"{st.uses} times, max {issued.max_uses}",
+                        host,
+                        seq,
+                        r.bundle_id,
+                    )
+                )
+
+    for st in status.values():
+        if st.uses:
+            st.status = "used"
+        elif st.denials:
+            st.status = "denied"
+        elif now > st.expires_at + leeway:
+            st.status = "unused-expired"
+    return Report(
+        bundles=list(status.values()),
+        anomalies=anomalies,
+        hosts={h: max(c) for h, c in chains.items() if c},
+        receipts=sum(len(c) for c in chains.values()),
+    )
+
+
+def load_batches(folders: list[Path]) -> list[Batch]:
+    """Read every receipt batch from media folders (manifests checked)."""
+    out: list[Batch] = []
+    for folder in folders:
+        for name, data in sorted(read_media(folder).items()):
+            if name.startswith("receipts-"):
+                out.append(Batch(str(folder / name), data))
+    return out

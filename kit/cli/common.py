@@ -1,0 +1,184 @@
+"""Shared CLI plumbing: exit codes, --home, passphrases, error mapping."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+
+from kit.errors import (
+    DeniedError,
+    FormatError,
+    HomeError,
+    JournalError,
+    KitError,
+    MediaError,
+    UnauthenticatedError,
+    UsageError,
+)
+from kit.home import default_home
+
+# The exit-code table (docs/CLI.md#exit-codes). kit run passes the child's own
+# status through and uses RUN_OFFSET + n for its own refusals.
+OK, DENIED, USAGE, MALFORMED, MEDIA, HOME, JOURNAL, INTERNAL = 0, 1, 2, 3, 4, 5, 6, 70
+RUN_CODES = {
+    DENIED: 120,
+    MALFORMED: 121,
+    MEDIA: 122,
+    HOME: 123,
+    JOURNAL: 124,
+    INTERNAL: 125,
+}
+NOT_FOUND = 127
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+STATE = {"debug": False}
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        envvar="KIT_HOME",
+        help="kit home folder (default: KIT_HOME, else the platform's data folder).",
+        show_default=False,
+    ),
+]
+PassFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        envvar="KIT_PASSPHRASE_FILE",
+        help="Read the passphrase from this file (first line) instead of a prompt.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Machine-readable output on stdout.")
+]
+
+
+def home_path(home: Path | None) -> Path:
+    return home if home is not None else default_home()
+
+
+def say(message: str) -> None:
+    """Human messages go to stderr; stdout is kept for data."""
+    print(message, file=sys.stderr)
+
+
+def emit_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def exit_code(exc: KitError) -> int:
+    if isinstance(exc, DeniedError | UnauthenticatedError):
+        return DENIED
+    if isinstance(exc, FormatError):
+        return MALFORMED
+    if isinstance(exc, MediaError):
+        return MEDIA
+    if isinstance(exc, HomeError):
+        return HOME
+    if isinstance(exc, JournalError):
+        return JOURNAL
+    if isinstance(exc, UsageError):
+        return USAGE
+    return INTERNAL
+
+
+def fail(exc: KitError, *, run: bool = False) -> NoReturn:
+    code = exit_code(exc)
+    label = "denied" if code == DENIED else "error"
+    if isinstance(exc, DeniedError):
+        say(f"kit: {label} [{exc.code}]: {exc}")
+    else:
+        say(f"kit: {label}: {exc}")
+    if run:
+        code = (
+            NOT_FOUND
+            if getattr(exc, "code", "") == "command-not-found"
+            else RUN_CODES.get(code, RUN_CODES[INTERNAL])
+        )
+    raise typer.Exit(code)
+
+
+def handled(run: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Map KitError to the exit-code table; anything else is an internal error
+    reported without a traceback unless --debug."""
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except KitError as exc:
+                if STATE["debug"]:
+                    raise
+                fail(exc, run=run)
+            except (typer.Exit, typer.Abort, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # the process boundary: no traceback leaks
+                if STATE["debug"]:
+                    raise
+                say(
+                    f"kit: internal error ({type(exc).__name__}); rerun with --debug "
+                    "for details"
+                )
+                raise typer.Exit(RUN_CODES[INTERNAL] if run else INTERNAL) from None
+
+        return inner
+
+    return wrap
+
+
+def read_passphrase(passfile: Path | None, *, confirm: bool = False) -> bytes:
+    """From --passphrase-file / KIT_PASSPHRASE_FILE, else a hidden prompt."""
+    if passfile is not None:
+        from kit.fsutil import read_regular
+
+        data = read_regular(passfile, 4096, "passphrase file")
+        line = data.split(b"\n", 1)[0].rstrip(b"\r")
+        if not line:
+            raise UsageError(f"passphrase file {passfile} is empty")
+        return line
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "no passphrase: use --passphrase-file or KIT_PASSPHRASE_FILE, "
+            "or run from a terminal to be prompted"
+        )
+    first = getpass.getpass("Passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise UsageError("the passphrases do not match")
+    if not first:
+        raise UsageError("the passphrase is empty")
+    return first.encode()
+
+
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, what: str) -> int:
+    m = _DURATION.fullmatch(text.strip())
+    if not m:
+        raise UsageError(f"{what} {text!r} is not a duration like 90s, 15m, 8h or 2d")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def fingerprint(digest: bytes) -> str:
+    h = digest.hex()[:40]
+    return " ".join(h[i : i + 4] for i in range(0, len(h), 4))
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")

@@ -1,0 +1,248 @@
+"""Offline host commands: host init, import, verify, run, receipts export.
+
+None of these opens a socket; the tests run them in a network namespace
+with no interfaces.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kit import encoding
+from kit.cli.common import (
+    HomeOpt,
+    JsonOpt,
+    emit_json,
+    fingerprint,
+    handled,
+    home_path,
+    say,
+)
+from kit.cli.signer_cmds import utc
+from kit.errors import DeniedError, KitError, UsageError
+from kit.fsutil import atomic_write, read_regular
+from kit.host.host import Host, init_host
+from kit.host.runner import resolve, run_child
+
+host_app = typer.Typer(
+    help="The offline host's keys and pinned trust root.", no_args_is_help=True
+)
+receipts_app = typer.Typer(
+    help="The host's signed receipt journal.", no_args_is_help=True
+)
+
+BundleArg = Annotated[
+    str,
+    typer.Argument(help="Bundle file, or the id of a bundle staged by 'kit import'."),
+]
+TaskOpt = Annotated[str, typer.Option(help="The task being run; must match exactly.")]
+
+
+@host_app.command("init")
+@handled()
+def host_init(
+    name: Annotated[str, typer.Option(help="This host's name.")],
+    env: Annotated[str, typer.Option(help="This host's environment.")],
+    trust: Annotated[Path, typer.Option(help="Trust root file from the signer.")],
+    home: HomeOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the enrollment request here.")
+    ] = None,
+) -> None:
+    """Generate host keys, pin the trust root, write an enrollment request.
+
+    Example: kit host init --name build-01 --env prod --trust /media/usb/trust-root.kit
+    """
+    path = home_path(home)
+    request, root = init_host(
+        path, name, env, read_regular(trust, 1 << 16, "trust root"), int(time.time())
+    )
+    if out is not None:
+        atomic_write(out, request)
+    say(f"host home: {path}")
+    say(f"pinned trust root {root.name} v{root.version}, fingerprint:")
+    say(f"  {fingerprint(root.digest)}")
+    say("Compare it with the fingerprint the signer printed before enrolling.")
+    say(f"enrollment request: {out or path / 'enrollment.kit'}")
+
+
+def _bundle_path(host: Host, ref: str) -> Path:
+    p = Path(ref)
+    if encoding.HEX32_RE.fullmatch(ref) and not p.exists():
+        return host.inbox_path(ref)
+    return p
+
+
+def _command(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise UsageError(f"--command {text!r}: {exc}") from None
+    if not argv:
+        raise UsageError("--command must not be empty")
+    return argv
+
+
+def _read_or_deny(
+    host: Host, ref: str, *, task: str, command: tuple[str, ...], action: str
+) -> bytes:
+    """Read the bundle; an unreadable one is still a decision and gets a receipt."""
+    try:
+        return host.read_bundle(_bundle_path(host, ref))
+    except KitError as exc:
+        host.record_unreadable(
+            exc, task=task, command=command, action=action, now=int(time.time())
+        )
+        raise
+
+
+@handled()
+def verify(
+    bundle: BundleArg,
+    task: TaskOpt,
+    command: Annotated[
+        str | None,
+        typer.Option(
+            help="Also check this command line is allowed, e.g. 'python3 job.py'."
+        ),
+    ] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a bundle without releasing anything: exit 0 if it would be released
+    now, 1 with the reason if not.
+
+    Example: kit verify 3f2a...c1 --task nightly-export --command 'python3 job.py'
+    """
+    host = Host(home_path(home))
+    try:
+        argv = _command(command)
+        data = _read_or_deny(
+            host, bundle, task=task, command=argv or (), action="verify"
+        )
+        v = host.check(data, task=task, command=argv, now=int(time.time()))
+        left = v.claims.max_uses - len(host.state.uses(v.claims.bundle_id))
+    finally:
+        host.close()
+    c = v.claims
+    if json_out:
+        emit_json(
+            {
+                "ok": True,
+                "bundle_id": c.bundle_id,
+                "task": c.task,
+                "env": c.env,
+                "expires_at": c.expires_at,
+                "uses_left": left,
+            }
+        )
+    say(
+        f"ok: bundle {c.bundle_id} would be released for task {c.task} "
+        f"({left} of {c.max_uses} use(s) left, expires {utc(c.expires_at)})"
+    )
+
+
+@handled(run=True)
+def run(
+    bundle: BundleArg,
+    task: TaskOpt,
+    command: Annotated[
+        list[str],
+        typer.Argument(help="The command to run, after '--'.", show_default=False),
+    ],
+    home: HomeOpt = None,
+) -> None:
+    """Verify, record a signed receipt, then run CMD with the secret in its
+    environment; exit with CMD's status.
+
+    Example: kit run 3f2a...c1 --task nightly-export -- python3 job.py
+    """
+    argv = tuple(command)
+    host = Host(home_path(home))
+    try:
+        data = _read_or_deny(host, bundle, task=task, command=argv, action="run")
+        try:
+            resolved = resolve(argv)
+        except DeniedError as exc:
+            host.deny_run(exc, data, task=task, command=argv, now=int(time.time()))
+            raise
+        release = host.authorize(data, task=task, command=argv, now=int(time.time()))
+        say(
+            f"kit: released bundle {release.verified.claims.bundle_id} "
+            f"(use {release.use} of {release.verified.claims.max_uses}) to {argv[0]}"
+        )
+        status, ms = run_child(
+            (resolved, *argv[1:]), release.verified.claims.secret_name, release.secret
+        )
+        host.record_exit(release, status=status, duration_ms=ms, now=int(time.time()))
+    finally:
+        host.close()
+    # A child ended by signal N reports -N; the shell convention is 128 + N.
+    raise typer.Exit(status if status >= 0 else 128 - status)
+
+
+@receipts_app.command("export")
+@handled()
+def receipts_export(
+    to: Annotated[Path, typer.Option("--to", help="Media folder to write to.")],
+    home: HomeOpt = None,
+) -> None:
+    """Write receipts not yet exported, with a checkpoint signed by this host.
+
+    Example: kit receipts export --to /media/usb
+    """
+    host = Host(home_path(home))
+    try:
+        result = host.export_receipts(to, int(time.time()))
+    finally:
+        host.close()
+    if result is None:
+        say("no new receipts to export")
+        return
+    path, first, last = result
+    say(f"exported receipts {first}..{last} with a signed checkpoint to {path}")
+
+
+@handled()
+def import_cmd(
+    folder: Annotated[
+        Path, typer.Argument(help="Media folder written by 'kit export'.")
+    ],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check the media's manifest and signatures and stage its bundles; all or
+    nothing.
+
+    Example: kit import /media/usb
+    """
+    host = Host(home_path(home))
+    try:
+        staged = host.import_media(folder)
+    finally:
+        host.close()
+    if json_out:
+        emit_json(
+            [
+                {
+                    "bundle_id": v.claims.bundle_id,
+                    "task": v.claims.task,
+                    "expires_at": v.claims.expires_at,
+                }
+                for v in staged
+            ]
+        )
+    for v in staged:
+        c = v.claims
+        say(
+            f"staged {c.bundle_id}: task {c.task}, env {c.env}, {c.max_uses} use(s), "
+            f"expires {utc(c.expires_at)}"
+        )
+    say(f"imported {len(staged)} bundle(s) from {folder}")

@@ -1,0 +1,310 @@
+"""Operator commands: signer init, enroll, issue, export, reconcile."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kit import encoding
+from kit.audit.reconcile import load_batches, reconcile
+from kit.cli.common import (
+    DENIED,
+    HomeOpt,
+    JsonOpt,
+    PassFileOpt,
+    emit_json,
+    fingerprint,
+    handled,
+    home_path,
+    parse_duration,
+    read_passphrase,
+    say,
+)
+from kit.crypto.atrest import PROFILES
+from kit.errors import FormatError, UsageError
+from kit.formats.bundle import MAX_SECRET, decode_claims, parse_bundle
+from kit.fsutil import atomic_write, read_regular
+from kit.media import write_media
+from kit.signer.signer import ROOT_FILE, IssueRequest, Signer, init_signer
+
+signer_app = typer.Typer(
+    help="The online signer's key and trust root.", no_args_is_help=True
+)
+
+
+def utc(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@signer_app.command("init")
+@handled()
+def signer_init(
+    home: HomeOpt = None,
+    name: Annotated[
+        str, typer.Option(help="Name of this signer (shown to hosts).")
+    ] = "signer",
+    kdf: Annotated[
+        str,
+        typer.Option(help="Argon2id cost for the key at rest: " + ", ".join(PROFILES)),
+    ] = "moderate",
+    root_ttl: Annotated[
+        str, typer.Option(help="Trust root lifetime, e.g. 365d.")
+    ] = "365d",
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Create the issuing key (Ed25519, sealed with Argon2id) and trust root v1.
+
+    Example: kit signer init --home ./signer --name acme-ops
+    """
+    if kdf not in PROFILES:
+        raise UsageError(f"--kdf must be one of {', '.join(PROFILES)}")
+    path = home_path(home)
+    passphrase = read_passphrase(passphrase_file, confirm=True)
+    root = init_signer(
+        path,
+        name,
+        passphrase,
+        now=int(time.time()),
+        kdf_profile=kdf,
+        root_ttl=parse_duration(root_ttl, "--root-ttl"),
+    )
+    say(f"signer home: {path}")
+    say(
+        f"trust root:  {path / ROOT_FILE}  (v{root.version}, expires "
+        f"{utc(root.expires_at)})"
+    )
+    say(f"fingerprint: {fingerprint(root.digest)}")
+    say("Copy the trust root to each host; compare the fingerprint out of band.")
+
+
+@handled()
+def enroll(
+    request: Annotated[
+        Path, typer.Argument(help="Enrollment request from 'kit host init'.")
+    ],
+    home: HomeOpt = None,
+) -> None:
+    """Record a host, its public keys and its environment in the ledger.
+
+    Example: kit enroll /media/usb/enroll-build-01.kit
+    """
+    signer = Signer(home_path(home))
+    try:
+        e = signer.enroll(
+            read_regular(request, 4096, "enrollment request"), int(time.time())
+        )
+    finally:
+        signer.close()
+    say(f"enrolled host {e.host} for env {e.env}")
+    say(f"receipt key: {e.receipt_key_id}")
+
+
+@handled()
+def issue(
+    host: Annotated[str, typer.Option(help="Enrolled host to seal the secret to.")],
+    env: Annotated[str, typer.Option(help="Environment; must be the host's.")],
+    task: Annotated[str, typer.Option(help="The one task this bundle is for.")],
+    ttl: Annotated[str, typer.Option(help="Lifetime from now, e.g. 15m, 8h, 2d.")],
+    command: Annotated[
+        list[str],
+        typer.Option(
+            "--command",
+            help="Allowed command prefix, e.g. 'python3 job.py' "
+            "(repeatable; at least one).",
+        ),
+    ],
+    home: HomeOpt = None,
+    max_uses: Annotated[int, typer.Option(help="How many releases are allowed.")] = 1,
+    secret_name: Annotated[
+        str, typer.Option(help="Environment variable the child receives the secret in.")
+    ] = "KIT_SECRET",  # noqa: S107 - a variable name, not a password
+    secret_file: Annotated[
+        Path | None, typer.Option(help="Read the secret from this file.")
+    ] = None,
+    secret_stdin: Annotated[
+        bool, typer.Option(help="Read the secret from standard input.")
+    ] = False,
+    owner: Annotated[
+        str | None, typer.Option(help="Accountable owner (default: the signer's name).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the bundle here.")
+    ] = None,
+    passphrase_file: PassFileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Seal a secret to one host for one env and task, sign it, record it.
+
+    Example: kit issue --host build-01 --env prod --task nightly-export
+    --ttl 8h --command 'python3 export.py' --secret-file token.txt
+    """
+    if (secret_file is None) == (not secret_stdin):
+        raise UsageError("give exactly one of --secret-file or --secret-stdin")
+    if secret_file is not None:
+        secret = read_regular(secret_file, MAX_SECRET + 2, "secret file")
+    else:
+        secret = sys.stdin.buffer.read(MAX_SECRET + 2)
+    secret = secret.rstrip(b"\r\n") if secret.endswith(b"\n") else secret
+    if b"\x00" in secret:
+        raise UsageError(
+            "the secret contains a NUL byte and cannot be delivered in "
+            "an environment variable"
+        )
+    commands = []
+    for c in command:
+        try:
+            argv = tuple(shlex.split(c))
+        except ValueError as exc:
+            raise UsageError(f"--command {c!r}: {exc}") from None
+        if not argv:
+            raise UsageError("--command must not be empty")
+        commands.append(argv)
+    try:
+        for value, what, pattern in (
+            (host, "--host", encoding.NAME_RE),
+            (env, "--env", encoding.NAME_RE),
+            (task, "--task", encoding.NAME_RE),
+            (secret_name, "--secret-name", encoding.ENV_VAR_RE),
+        ):
+            encoding.check_text(value, what, pattern)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+    signer = Signer(home_path(home))
+    try:
+        signer.unlock(read_passphrase(passphrase_file))
+        data, claims = signer.issue(
+            IssueRequest(
+                host=host,
+                env=env,
+                task=task,
+                commands=tuple(commands),
+                ttl=parse_duration(ttl, "--ttl"),
+                max_uses=max_uses,
+                secret_name=secret_name,
+                owner=owner or signer.root.name,
+            ),
+            secret,
+            int(time.time()),
+        )
+        del secret
+        path = signer.outbox_path(claims.bundle_id)
+        atomic_write(path, data)
+        if out is not None:
+            atomic_write(out, data)
+    finally:
+        signer.close()
+    if json_out:
+        emit_json(
+            {
+                "bundle_id": claims.bundle_id,
+                "host": claims.host,
+                "env": claims.env,
+                "task": claims.task,
+                "expires_at": claims.expires_at,
+                "max_uses": claims.max_uses,
+                "path": str(out or path),
+            }
+        )
+    say(
+        f"issued bundle {claims.bundle_id}: host {claims.host}, env {claims.env}, "
+        f"task {claims.task}, {claims.max_uses} use(s), expires "
+        f"{utc(claims.expires_at)}"
+    )
+    say(f"written to {out or path}")
+
+
+@handled()
+def export(
+    to: Annotated[Path, typer.Option("--to", help="Media folder to write to.")],
+    bundles: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Bundle files (default: every unexpired bundle in the outbox)."
+        ),
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Write bundles and the trust root to a media folder with a SHA256SUMS
+    manifest, atomically.
+
+    Example: kit export --to /media/usb
+    """
+    signer = Signer(home_path(home))
+    try:
+        now = int(time.time())
+        paths = list(bundles or [])
+        if not paths:
+            paths = [
+                signer.outbox_path(b.bundle_id)
+                for b in signer.ledger.bundles()
+                if b.expires_at >= now and signer.outbox_path(b.bundle_id).exists()
+            ]
+        files = {
+            "trust-root.kit": read_regular(
+                signer.home / ROOT_FILE, 1 << 16, "trust root"
+            )
+        }
+        for p in paths:
+            data = read_regular(p, 64 * 1024, "bundle")
+            bundle_id = decode_claims(parse_bundle(data).claims_bytes).bundle_id
+            if signer.ledger.get_bundle(bundle_id) is None:
+                raise UsageError(f"{p}: bundle {bundle_id} is not in this ledger")
+            files[f"bundle-{bundle_id}.kit"] = data
+    finally:
+        signer.close()
+    write_media(to, files)
+    say(f"exported {len(files) - 1} bundle(s) and the trust root to {to}")
+
+
+@handled()
+def reconcile_cmd(
+    folders: Annotated[list[Path], typer.Argument(help="Folders of receipt batches.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Match receipts to the ledger: per-bundle status and every anomaly.
+    Exits 1 when there is an anomaly.
+
+    Example: kit reconcile /media/usb-from-build-01
+    """
+    signer = Signer(home_path(home))
+    try:
+        report = reconcile(
+            load_batches(folders),
+            signer.ledger.hosts(),
+            signer.ledger.bundles(),
+            now=int(time.time()),
+        )
+    finally:
+        signer.close()
+    if json_out:
+        emit_json(
+            {
+                "receipts": report.receipts,
+                "hosts": report.hosts,
+                "bundles": [vars(b) for b in report.bundles],
+                "anomalies": [vars(a) for a in report.anomalies],
+                "clean": report.clean,
+            }
+        )
+    else:
+        print(f"{report.receipts} receipt(s) from {len(report.hosts)} host(s)")
+        for b in report.bundles:
+            extra = f" x{b.uses}/{b.max_uses}" if b.uses else ""
+            print(f"  {b.bundle_id}  {b.host:<16} {b.task:<20} {b.status}{extra}")
+            for d in b.denials:
+                print(f"      denied: {d}")
+        for a in report.anomalies:
+            where = f" ({a.source})" if a.source else ""
+            print(f"  ANOMALY {a.code}: {a.message}{where}")
+        print(
+            "no anomalies" if report.clean else f"{len(report.anomalies)} anomaly(ies)"
+        )
+    if not report.clean:
+        raise typer.Exit(DENIED)

@@ -1,0 +1,56 @@
+"""Sealing a secret to one host with RFC 9180 HPKE (base mode).
+
+Suite: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305. The
+``info`` parameter binds the ciphertext to the bundle's claims (FORMAT.md
+section 5.3): a ciphertext moved to other claims fails to open.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
+
+from kit.errors import DeniedError
+
+SUITE_NAME = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/ChaCha20Poly1305"
+_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+OVERHEAD = 32 + 16  # encapsulated key + AEAD tag
+
+
+class SealingKey:
+    """A host's X25519 private key. Never logged, never printed."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._key = X25519PrivateKey.from_private_bytes(raw)
+        self._raw = raw
+        self.public_key = self._key.public_key().public_bytes_raw()
+
+    @classmethod
+    def generate(cls) -> SealingKey:
+        return cls(X25519PrivateKey.generate().private_bytes_raw())
+
+    def raw_unsafe(self) -> bytes:
+        return self._raw
+
+    def open(self, sealed: bytes, info: bytes) -> bytes:
+        try:
+            return _SUITE.decrypt(sealed, self._key, info=info)
+        except (InvalidTag, ValueError):
+            raise DeniedError(
+                "seal-mismatch",
+                "the sealed secret does not open with this host's key and these "
+                "claims (sealed to another host, or moved from another bundle)",
+            ) from None
+
+    def __repr__(self) -> str:
+        return "SealingKey(<private>)"
+
+
+def seal(secret: bytes, public_key: bytes, info: bytes) -> bytes:
+    return _SUITE.encrypt(
+        secret, X25519PublicKey.from_public_bytes(public_key), info=info
+    )

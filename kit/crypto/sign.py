@@ -1,0 +1,68 @@
+"""Ed25519 signatures with a domain-separation label per object type.
+
+The signed message is ``label || 0x00 || body`` where ``body`` is the exact
+byte string received (docs/FORMAT.md section 3). Verification uses libsodium
+through pynacl, which refuses non-canonical signatures and small-order keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import nacl.exceptions
+import nacl.signing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+ALGORITHM = "ed25519"
+SIG_LEN = 64
+PUB_LEN = 32
+
+
+def key_id(public_key: bytes) -> str:
+    """Stable identifier of a public key: 32 hex digits of a labelled SHA-256."""
+    return hashlib.sha256(b"kit/key-id/v1\x00" + public_key).hexdigest()[:32]
+
+
+def signed_message(label: str, body: bytes) -> bytes:
+    return label.encode("ascii") + b"\x00" + body
+
+
+class SigningKey:
+    """An Ed25519 private key held in memory. Never logged, never printed."""
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self._seed = seed
+        self.public_key = self._key.public_key().public_bytes_raw()
+        self.key_id = key_id(self.public_key)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate().private_bytes_raw())
+
+    def seed_unsafe(self) -> bytes:
+        """The raw seed, for sealing at rest only."""
+        return self._seed
+
+    def sign(self, label: str, body: bytes) -> bytes:
+        return self._key.sign(signed_message(label, body))
+
+    def __repr__(self) -> str:
+        return f"SigningKey(key_id={self.key_id})"
+
+
+def verify_signature(public_key: bytes, label: str, body: bytes, sig: bytes) -> bool:
+    """True when ``sig`` is a valid Ed25519 signature; never raises on bad input."""
+    if len(public_key) != PUB_LEN or len(sig) != SIG_LEN:
+        return False
+    try:
+        nacl.signing.VerifyKey(public_key).verify(signed_message(label, body), sig)
+    except (
+        nacl.exceptions.BadSignatureError,
+        nacl.exceptions.ValueError,
+        nacl.exceptions.TypeError,
+    ):
+        return False
+    return True

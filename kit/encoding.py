@@ -1,0 +1,196 @@
+"""Strict, bounded, canonical msgpack (docs/FORMAT.md section 2).
+
+Every byte string kit reads may have been written by an attacker, so the
+decoder checks the size cap before parsing, bounds every container, and
+refuses anything that has more than one encoding: duplicate or unsorted map
+keys, non-string keys, extension types, floats, and integers or lengths in a
+wider form than needed (checked by re-encoding and comparing bytes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+
+from kit.errors import FormatError
+
+MAX_DEPTH = 8
+
+# Times are Unix seconds within [2000-01-01, 2100-01-01).
+TIME_MIN = 946_684_800
+TIME_MAX = 4_102_444_800
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+HEX32_RE = re.compile(r"[0-9a-f]{32}")
+ENV_VAR_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise FormatError(f"extension type {code} is not allowed")
+
+
+def _sorted_pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    previous: bytes | None = None
+    for key, _ in pairs:
+        if not isinstance(key, str):
+            raise FormatError("map keys must be strings")
+        encoded = key.encode("utf-8")
+        if previous is not None and encoded <= previous:
+            raise FormatError(f"map key {key!r} is duplicated or out of order")
+        previous = encoded
+    return dict(pairs)
+
+
+def encode(obj: Any) -> bytes:
+    """Canonical encoding: map keys sorted by their UTF-8 bytes, smallest forms."""
+    return msgpack.packb(_sort_maps(obj), use_bin_type=True)
+
+
+def _sort_maps(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _sort_maps(obj[k]) for k in sorted(obj, key=lambda s: s.encode())}
+    if isinstance(obj, list | tuple):
+        return [_sort_maps(v) for v in obj]
+    return obj
+
+
+def decode(data: bytes, *, cap: int, what: str) -> Any:
+    """Decode ``data`` strictly. Raises FormatError naming ``what`` on any flaw."""
+    if len(data) > cap:
+        raise FormatError(f"{what} is {len(data)} bytes, over the {cap}-byte cap")
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        use_list=True,
+        strict_map_key=True,
+        object_pairs_hook=_sorted_pairs,
+        ext_hook=_refuse_ext,
+        max_buffer_size=max(cap, 1),
+        max_str_len=cap,
+        max_bin_len=cap,
+        max_array_len=min(cap, 100_000),
+        max_map_len=min(cap, 1_000),
+        max_ext_len=0,
+    )
+    try:
+        unpacker.feed(data)
+        obj = unpacker.unpack()
+        if unpacker.tell() != len(data):
+            raise FormatError(f"{len(data) - unpacker.tell()} trailing byte(s)")
+    except FormatError as exc:
+        raise FormatError(f"{what}: {exc}") from None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        # OutOfData (truncated), StackError (nesting), BufferFull, bad bytes.
+        raise FormatError(
+            f"{what} is not valid msgpack ({type(exc).__name__})"
+        ) from None
+    for depth, value in _walk(obj, 0):
+        if depth > MAX_DEPTH:
+            raise FormatError(f"{what} nests deeper than {MAX_DEPTH} levels")
+        if isinstance(value, float):
+            raise FormatError(f"{what} contains a float; kit formats have none")
+    if encode(obj) != data:
+        raise FormatError(f"{what} is not canonically encoded")
+    return obj
+
+
+def _walk(obj: Any, depth: int) -> Iterator[tuple[int, Any]]:
+    yield depth, obj
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _walk(v, depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk(v, depth + 1)
+
+
+class Fields:
+    """Typed, exhaustive reading of one decoded map.
+
+    Each accessor checks type and range; :meth:`done` refuses fields nobody
+    asked for, so an unknown claim is never silently ignored.
+    """
+
+    def __init__(self, obj: Any, what: str) -> None:
+        if not isinstance(obj, dict):
+            raise FormatError(f"{what} must be a map")
+        self._obj: dict[str, Any] = obj
+        self._seen: set[str] = set()
+        self.what = what
+
+    def _get(self, name: str) -> Any:
+        if name not in self._obj:
+            raise FormatError(f"{self.what} lacks field {name!r}")
+        self._seen.add(name)
+        return self._obj[name]
+
+    def _bad(self, name: str, expected: str, got: Any) -> FormatError:
+        shown = repr(got) if not isinstance(got, bytes) else f"{len(got)} bytes"
+        return FormatError(
+            f"{self.what} field {name!r}: expected {expected}, got {shown[:60]}"
+        )
+
+    def integer(self, name: str, lo: int, hi: int) -> int:
+        v = self._get(name)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self._bad(name, "an integer", v)
+        if not lo <= v <= hi:
+            raise self._bad(name, f"an integer in [{lo}, {hi}]", v)
+        return v
+
+    def time(self, name: str) -> int:
+        return self.integer(name, TIME_MIN, TIME_MAX)
+
+    def text(
+        self, name: str, pattern: re.Pattern[str] | None = None, max_len: int = 256
+    ) -> str:
+        v = self._get(name)
+        if not isinstance(v, str) or len(v) > max_len:
+            raise self._bad(name, f"a string of at most {max_len} characters", v)
+        if pattern is not None and not pattern.fullmatch(v):
+            raise self._bad(name, f"a string matching {pattern.pattern}", v)
+        return v
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        v = self._get(name)
+        if v not in allowed or not isinstance(v, str):
+            raise self._bad(name, "one of " + ", ".join(allowed), v)
+        return v
+
+    def binary(
+        self, name: str, length: int | None = None, max_len: int = 1 << 20
+    ) -> bytes:
+        v = self._get(name)
+        if not isinstance(v, bytes):
+            raise self._bad(name, "bytes", v)
+        if length is not None and len(v) != length:
+            raise self._bad(name, f"{length} bytes", v)
+        if len(v) > max_len:
+            raise self._bad(name, f"at most {max_len} bytes", v)
+        return v
+
+    def array(self, name: str, max_items: int) -> list[Any]:
+        v = self._get(name)
+        if not isinstance(v, list) or len(v) > max_items:
+            raise self._bad(name, f"an array of at most {max_items} items", v)
+        return v
+
+    def raw(self, name: str) -> Any:
+        return self._get(name)
+
+    def done(self) -> None:
+        unknown = sorted(set(self._obj) - self._seen)
+        if unknown:
+            raise FormatError(f"{self.what} has unknown field(s): {', '.join(unknown)}")
+
+
+def check_text(value: Any, what: str, pattern: re.Pattern[str]) -> str:
+    """Validate a free-standing string (e.g. an array element or a CLI value)."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise FormatError(
+            f"{what}: expected a string matching {pattern.pattern}, "
+            f"got {str(value)[:60]!r}"
+        )
+    return value

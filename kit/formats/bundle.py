@@ -1,0 +1,154 @@
+"""Bundle: signed claims plus the secret sealed to one host (FORMAT.md 5).
+
+Envelope body: ``{"claims": bin, "sealed": bin}``; ``claims`` is itself a
+canonical msgpack map. The HPKE ``info`` is ``SEAL_INFO || SHA-256(claims)``,
+so the ciphertext opens only under the claims it was sealed with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kit import encoding
+from kit.crypto.seal import OVERHEAD
+from kit.errors import FormatError
+from kit.formats.envelope import Envelope, parse_envelope
+
+LABEL = "kit/bundle/v1"
+SEAL_INFO = b"kit/bundle-seal/v1\x00"
+CAP = 64 * 1024
+MAX_SECRET = 8 * 1024
+MAX_LIFETIME = 90 * 24 * 3600
+MAX_USES = 1000
+MAX_COMMANDS = 16
+MAX_ARGS = 32
+ARG_RE = re.compile(r"[^\x00]{1,256}")
+
+
+@dataclass(frozen=True)
+class Claims:
+    bundle_id: str
+    issuer: str
+    owner: str
+    host: str
+    host_key: str
+    env: str
+    task: str
+    commands: tuple[tuple[str, ...], ...]
+    secret_name: str
+    issued_at: int
+    not_before: int
+    expires_at: int
+    max_uses: int
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "bundle_id": self.bundle_id,
+            "issuer": self.issuer,
+            "owner": self.owner,
+            "host": self.host,
+            "host_key": self.host_key,
+            "env": self.env,
+            "task": self.task,
+            "commands": [list(c) for c in self.commands],
+            "secret_name": self.secret_name,
+            "issued_at": self.issued_at,
+            "not_before": self.not_before,
+            "expires_at": self.expires_at,
+            "max_uses": self.max_uses,
+        }
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A parsed bundle whose signature has NOT yet been checked."""
+
+    envelope: Envelope
+    claims_bytes: bytes
+    sealed: bytes
+
+    @property
+    def seal_info(self) -> bytes:
+        return SEAL_INFO + hashlib.sha256(self.claims_bytes).digest()
+
+
+def seal_info_for(claims_bytes: bytes) -> bytes:
+    return SEAL_INFO + hashlib.sha256(claims_bytes).digest()
+
+
+def encode_body(claims_bytes: bytes, sealed: bytes) -> bytes:
+    return encoding.encode({"claims": claims_bytes, "sealed": sealed})
+
+
+def parse_bundle(data: bytes) -> Bundle:
+    """Structural parse only (step 1 of FORMAT.md 5.4). Raises FormatError."""
+    env = parse_envelope(data, label=LABEL, cap=CAP, what="bundle")
+    if len(env.signatures) != 1:
+        raise FormatError("bundle: exactly one issuer signature is expected")
+    f = encoding.Fields(
+        encoding.decode(env.body, cap=CAP, what="bundle body"), "bundle body"
+    )
+    claims_bytes = f.binary("claims", max_len=CAP)
+    sealed = f.binary("sealed", max_len=MAX_SECRET + OVERHEAD)
+    f.done()
+    if len(sealed) <= OVERHEAD:
+        raise FormatError("bundle: sealed secret is too short")
+    return Bundle(env, claims_bytes, sealed)
+
+
+def decode_claims(claims_bytes: bytes) -> Claims:
+    """Decode claims (after the signature has been verified). Raises FormatError
+    naming the field."""
+    f = encoding.Fields(
+        encoding.decode(claims_bytes, cap=CAP, what="bundle claims"), "bundle claims"
+    )
+    commands: list[tuple[str, ...]] = []
+    for i, cmd in enumerate(f.array("commands", MAX_COMMANDS)):
+        if not isinstance(cmd, list) or not 1 <= len(cmd) <= MAX_ARGS:
+            raise FormatError(
+                f"bundle claims command {i}: expected 1 to {MAX_ARGS} arguments"
+            )
+        commands.append(
+            tuple(
+                encoding.check_text(a, f"bundle claims command {i}", ARG_RE)
+                for a in cmd
+            )
+        )
+    c = Claims(
+        bundle_id=f.text("bundle_id", encoding.HEX32_RE),
+        issuer=f.text("issuer", encoding.HEX32_RE),
+        owner=f.text("owner", encoding.NAME_RE),
+        host=f.text("host", encoding.NAME_RE),
+        host_key=f.text("host_key", encoding.HEX32_RE),
+        env=f.text("env", encoding.NAME_RE),
+        task=f.text("task", encoding.NAME_RE),
+        commands=tuple(commands),
+        secret_name=f.text("secret_name", encoding.ENV_VAR_RE),
+        issued_at=f.time("issued_at"),
+        not_before=f.time("not_before"),
+        expires_at=f.time("expires_at"),
+        max_uses=f.integer("max_uses", 1, MAX_USES),
+    )
+    f.done()
+    check_claims_shape(c)
+    return c
+
+
+def check_claims_shape(c: Claims) -> None:
+    """Relations between fields that hold for every valid bundle."""
+    if not c.commands:
+        raise FormatError(
+            "bundle claims: commands is empty; an empty scope allows nothing"
+        )
+    if c.expires_at <= c.not_before:
+        raise FormatError("bundle claims: expires_at is not after not_before")
+    if c.expires_at - c.not_before > MAX_LIFETIME:
+        raise FormatError(
+            f"bundle claims: lifetime {c.expires_at - c.not_before} s "
+            f"exceeds the {MAX_LIFETIME} s cap"
+        )
+    if c.not_before < c.issued_at:
+        raise FormatError("bundle claims: not_before precedes issued_at")

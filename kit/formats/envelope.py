@@ -1,0 +1,83 @@
+"""The signed envelope shared by every kit object (FORMAT.md section 3).
+
+``[label: str, body: bin, signatures: [[key_id: str, sig: bin64], ...]]``
+
+The signature covers ``label || 0x00 || body`` with ``body`` exactly as
+received, never a re-encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kit import encoding
+from kit.crypto.sign import SIG_LEN, SigningKey, verify_signature
+from kit.errors import FormatError, UnauthenticatedError
+
+MAX_SIGNATURES = 8
+
+
+@dataclass(frozen=True)
+class Envelope:
+    label: str
+    body: bytes
+    signatures: tuple[tuple[str, bytes], ...]
+    raw: bytes
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.raw).digest()
+
+
+def seal_envelope(label: str, body: bytes, keys: list[SigningKey]) -> bytes:
+    sigs = [[k.key_id, k.sign(label, body)] for k in keys]
+    return encoding.encode([label, body, sigs])
+
+
+def parse_envelope(data: bytes, *, label: str, cap: int, what: str) -> Envelope:
+    """Decode an envelope and check its label. Signatures are not checked here."""
+    obj = encoding.decode(data, cap=cap, what=what)
+    if not isinstance(obj, list) or len(obj) != 3:
+        raise FormatError(f"{what} is not a kit envelope (3-item array)")
+    got_label, body, sigs = obj
+    if got_label != label:
+        raise FormatError(
+            f"{what}: expected label {label!r}, got {str(got_label)[:40]!r}"
+        )
+    if not isinstance(body, bytes):
+        raise FormatError(f"{what}: body must be bytes")
+    if not isinstance(sigs, list) or not 1 <= len(sigs) <= MAX_SIGNATURES:
+        raise FormatError(f"{what}: needs 1 to {MAX_SIGNATURES} signatures")
+    parsed: list[tuple[str, bytes]] = []
+    for item in sigs:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[1], bytes)
+            or len(item[1]) != SIG_LEN
+        ):
+            raise FormatError(f"{what}: malformed signature entry")
+        parsed.append(
+            (encoding.check_text(item[0], f"{what} key id", encoding.HEX32_RE), item[1])
+        )
+    return Envelope(label, body, tuple(parsed), data)
+
+
+def verify_envelope(
+    env: Envelope, trusted: Mapping[str, bytes], *, threshold: int, what: str
+) -> frozenset[str]:
+    """Return the distinct trusted key ids whose signatures verify.
+
+    A key that signs twice counts once. Raises UnauthenticatedError (uniform,
+    no detail) when fewer than ``threshold`` distinct trusted keys verify.
+    """
+    good: set[str] = set()
+    for kid, sig in env.signatures:
+        pub = trusted.get(kid)
+        if pub is not None and verify_signature(pub, env.label, env.body, sig):
+            good.add(kid)
+    if len(good) < threshold:
+        raise UnauthenticatedError(what)
+    return frozenset(good)

@@ -1,0 +1,181 @@
+"""Receipts, checkpoints and receipt batches (FORMAT.md 7 and 8).
+
+Every host decision is a receipt signed by the host's receipt key, numbered
+from 1 and linked to the previous receipt by ``prev`` = SHA-256 of the
+previous receipt's envelope bytes (32 zero bytes for the first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from kit import encoding
+from kit.crypto.sign import SigningKey
+from kit.errors import FormatError
+from kit.formats.bundle import ARG_RE, MAX_ARGS
+from kit.formats.envelope import Envelope, parse_envelope, seal_envelope
+
+LABEL = "kit/receipt/v1"
+CHECKPOINT_LABEL = "kit/checkpoint/v1"
+BATCH_LABEL = "kit/receipt-batch/v1"
+CAP = 8 * 1024
+BATCH_CAP = 64 * 1024 * 1024
+MAX_BATCH = 100_000
+GENESIS = bytes(32)
+EVENTS = ("release", "deny", "exit")
+ACTIONS = ("run", "verify")
+MAX_SEQ = 1 << 62
+
+
+@dataclass(frozen=True)
+class Receipt:
+    host: str
+    seq: int
+    prev: bytes
+    time: int
+    event: str
+    action: str
+    bundle_id: str  # "" when the bundle could not be authenticated
+    bundle_digest: bytes
+    task: str
+    command: tuple[str, ...]
+    reason: str  # stable reason code, "" unless event == "deny"
+    detail: str
+    use: int  # 1-based use number on release, else 0
+    exit_status: int
+    duration_ms: int
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "seq": self.seq,
+            "prev": self.prev,
+            "time": self.time,
+            "event": self.event,
+            "action": self.action,
+            "bundle_id": self.bundle_id,
+            "bundle_digest": self.bundle_digest,
+            "task": self.task,
+            "command": list(self.command),
+            "reason": self.reason,
+            "detail": self.detail,
+            "use": self.use,
+            "exit_status": self.exit_status,
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass(frozen=True)
+class SignedReceipt:
+    receipt: Receipt
+    envelope: Envelope
+
+    @property
+    def digest(self) -> bytes:
+        return self.envelope.digest
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    host: str
+    first_seq: int
+    seq: int
+    head: bytes
+    time: int
+    envelope: Envelope
+
+
+def sign_receipt(r: Receipt, key: SigningKey) -> bytes:
+    return seal_envelope(LABEL, encoding.encode(r.to_map()), [key])
+
+
+def parse_receipt(data: bytes) -> SignedReceipt:
+    """Structural parse; the caller checks the host signature."""
+    env = parse_envelope(data, label=LABEL, cap=CAP, what="receipt")
+    f = encoding.Fields(
+        encoding.decode(env.body, cap=CAP, what="receipt body"), "receipt"
+    )
+    command = f.array("command", MAX_ARGS)
+    bundle_id = f.text("bundle_id", max_len=32)
+    if bundle_id:
+        encoding.check_text(bundle_id, "receipt bundle_id", encoding.HEX32_RE)
+    task = f.text("task", max_len=63)
+    r = Receipt(
+        host=f.text("host", encoding.NAME_RE),
+        seq=f.integer("seq", 1, MAX_SEQ),
+        prev=f.binary("prev", 32),
+        time=f.time("time"),
+        event=f.choice("event", EVENTS),
+        action=f.choice("action", ACTIONS),
+        bundle_id=bundle_id,
+        bundle_digest=f.binary("bundle_digest", 32),
+        task=task,
+        command=tuple(
+            encoding.check_text(a, "receipt command", ARG_RE) for a in command
+        ),
+        reason=f.text("reason", max_len=64),
+        detail=f.text("detail", max_len=512),
+        use=f.integer("use", 0, 1000),
+        exit_status=f.integer("exit_status", -255, 255),
+        duration_ms=f.integer("duration_ms", 0, 1 << 40),
+    )
+    f.done()
+    if (r.event == "deny") != bool(r.reason):
+        raise FormatError("receipt: a reason is required on denials and only there")
+    return SignedReceipt(r, env)
+
+
+def sign_checkpoint(
+    host: str, first_seq: int, seq: int, head: bytes, time: int, key: SigningKey
+) -> bytes:
+    body = encoding.encode(
+        {"host": host, "first_seq": first_seq, "seq": seq, "head": head, "time": time}
+    )
+    return seal_envelope(CHECKPOINT_LABEL, body, [key])
+
+
+def parse_checkpoint(data: bytes) -> Checkpoint:
+    env = parse_envelope(data, label=CHECKPOINT_LABEL, cap=CAP, what="checkpoint")
+    f = encoding.Fields(
+        encoding.decode(env.body, cap=CAP, what="checkpoint body"), "checkpoint"
+    )
+    cp = Checkpoint(
+        host=f.text("host", encoding.NAME_RE),
+        first_seq=f.integer("first_seq", 1, MAX_SEQ),
+        seq=f.integer("seq", 1, MAX_SEQ),
+        head=f.binary("head", 32),
+        time=f.time("time"),
+        envelope=env,
+    )
+    f.done()
+    if cp.first_seq > cp.seq:
+        raise FormatError("checkpoint: first_seq is after seq")
+    return cp
+
+
+def encode_batch(receipts: list[bytes], checkpoint: bytes) -> bytes:
+    return encoding.encode([BATCH_LABEL, receipts, checkpoint])
+
+
+def parse_batch(data: bytes) -> tuple[list[SignedReceipt], Checkpoint]:
+    obj = encoding.decode(data, cap=BATCH_CAP, what="receipt batch")
+    if not isinstance(obj, list) or len(obj) != 3 or obj[0] != BATCH_LABEL:
+        raise FormatError(
+            f"receipt batch: expected [{BATCH_LABEL!r}, receipts, checkpoint]"
+        )
+    _, items, cp = obj
+    if (
+        not isinstance(items, list)
+        or len(items) > MAX_BATCH
+        or not all(isinstance(i, bytes) for i in items)
+    ):
+        raise FormatError("receipt batch: receipts must be an array of byte strings")
+    if not isinstance(cp, bytes):
+        raise FormatError("receipt batch: checkpoint must be bytes")
+    return [parse_receipt(i) for i in items], parse_checkpoint(cp)
+
+
+def receipt_hash(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()

@@ -1,0 +1,100 @@
+"""File handling for homes and media: bounded reads of regular files only,
+atomic durable writes (temp file, fsync, rename, directory fsync)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from kit.errors import HomeError, MediaError
+
+
+def read_regular(path: Path, cap: int, what: str) -> bytes:
+    """Read a regular file without following a final symlink, refusing FIFOs,
+    devices and anything over ``cap`` bytes before reading it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise MediaError(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the final component is a symlink
+            raise MediaError(f"{what} {path}: is a symbolic link; refused") from None
+        raise MediaError(f"{what} {path}: cannot open ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MediaError(f"{what} {path}: not a regular file; refused")
+        if st.st_size > cap:
+            raise MediaError(
+                f"{what} {path}: {st.st_size} bytes, over the {cap}-byte cap"
+            )
+        chunks = []
+        remaining = cap + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > cap:
+            raise MediaError(f"{what} {path}: grew past the {cap}-byte cap while read")
+        return data
+    except OSError as exc:
+        raise MediaError(f"{what} {path}: read failed ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically and durably, then read it back."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            mode,
+        )
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        if read_regular(path, len(data), "written file") != data:
+            raise MediaError(f"{path}: read-back differs from what was written")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MediaError(f"cannot write {path} ({exc.strerror})") from None
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def check_private(path: Path) -> None:
+    """Refuse a private file that group or others can read (a careless copy)."""
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise HomeError(f"{path} is missing") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise HomeError(f"{path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise HomeError(
+            f"{path} has mode {st.st_mode & 0o777:o}; it must be 600 (chmod 600 {path})"
+        )

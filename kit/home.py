@@ -1,0 +1,55 @@
+"""Kit homes: one folder per role (signer, host), marked with its kind so a
+command run against the wrong home fails clearly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+from kit.errors import HomeError
+from kit.fsutil import atomic_write, ensure_private_dir
+
+MARKER = "KIT-HOME"
+KINDS = ("signer", "host")
+
+
+def default_home() -> Path:
+    env = os.environ.get("KIT_HOME")
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_data_dir("kit", appauthor=False))
+
+
+def create_home(path: Path, kind: str) -> None:
+    if (path / MARKER).exists():
+        raise HomeError(
+            f"{path} is already a kit {read_kind(path)} home; choose another --home"
+        )
+    if path.exists() and any(path.iterdir()):
+        raise HomeError(f"{path} exists and is not empty; choose another --home")
+    ensure_private_dir(path)
+    atomic_write(path / MARKER, f"{kind}\n".encode(), 0o600)
+
+
+def read_kind(path: Path) -> str:
+    try:
+        kind = (path / MARKER).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        raise HomeError(
+            f"{path} is not a kit home (run 'kit signer init' or "
+            "'kit host init' first, or pass --home)"
+        ) from None
+    if kind not in KINDS:
+        raise HomeError(f"{path}/{MARKER} names an unknown kind {kind[:20]!r}")
+    return kind
+
+
+def require_kind(path: Path, kind: str) -> None:
+    got = read_kind(path)
+    if got != kind:
+        raise HomeError(
+            f"{path} is a kit {got} home; this command needs a {kind} "
+            "home (pass --home)"
+        )

@@ -1,0 +1,1 @@
+"""The offline side: host keys, the verifier, the receipt journal, the runner."""

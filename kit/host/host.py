@@ -1,0 +1,426 @@
+"""An offline host: its home, its decisions and its receipt journal.
+
+Every decision becomes a signed, hash-linked receipt in the host database.
+A release commits the use and its receipt durably before the secret leaves
+this module; a refusal commits a denial receipt before it is raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kit import encoding
+from kit.crypto.seal import SealingKey
+from kit.crypto.sign import SigningKey, key_id
+from kit.errors import (
+    DeniedError,
+    FormatError,
+    HomeError,
+    JournalError,
+    KitError,
+    MediaError,
+    UnauthenticatedError,
+)
+from kit.formats import receipt as rfmt
+from kit.formats.bundle import CAP as BUNDLE_CAP
+from kit.formats.bundle import MAX_ARGS
+from kit.formats.enrollment import Enrollment, make_enrollment
+from kit.formats.trustroot import TrustRoot, load_trust_root
+from kit.fsutil import atomic_write, check_private, ensure_private_dir, read_regular
+from kit.home import create_home, require_kind
+from kit.host.verifier import (
+    DEFAULT_LEEWAY,
+    HostIdentity,
+    Verified,
+    authenticate,
+    check_scope,
+)
+from kit.media import read_media, write_media
+from kit.storage.base import ReceiptBuilder, UseRecord
+from kit.storage.sqlite import SqliteHostState
+
+log = logging.getLogger(__name__)
+
+HPKE_KEY = "hpke.key"
+RECEIPT_KEY = "receipt.key"
+ROOT_FILE = "trust-root.kit"
+ENROLLMENT_FILE = "enrollment.kit"
+STATE_FILE = "state.db"
+INBOX = "inbox"
+
+
+def init_host(
+    home: Path, name: str, env: str, root_bytes: bytes, now: int
+) -> tuple[bytes, TrustRoot]:
+    """Create a host home pinning ``root_bytes``; return the enrollment request."""
+    encoding.check_text(name, "host name", encoding.NAME_RE)
+    encoding.check_text(env, "environment", encoding.NAME_RE)
+    root = load_trust_root(root_bytes)
+    if now > root.expires_at:
+        raise HomeError(f"trust root {root.name} v{root.version} has expired")
+    create_home(home, "host")
+    hpke, rkey = SealingKey.generate(), SigningKey.generate()
+    atomic_write(home / HPKE_KEY, hpke.raw_unsafe(), 0o600)
+    atomic_write(home / RECEIPT_KEY, rkey.seed_unsafe(), 0o600)
+    atomic_write(home / ROOT_FILE, root_bytes)
+    ensure_private_dir(home / INBOX)
+    state = SqliteHostState(home / STATE_FILE)
+    state.put("name", name.encode())
+    state.put("env", env.encode())
+    state.close()
+    request = make_enrollment(
+        Enrollment(name, env, hpke.public_key, rkey.public_key, root.digest, now), rkey
+    )
+    atomic_write(home / ENROLLMENT_FILE, request)
+    return request, root
+
+
+@dataclass(frozen=True)
+class Release:
+    """A granted use. ``secret`` must go to the child and nowhere else."""
+
+    verified: Verified
+    secret: bytes
+    use: int
+    command: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return f"Release(bundle={self.verified.claims.bundle_id}, use={self.use})"
+
+
+def _utc(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reason_code(exc: KitError) -> str:
+    if isinstance(exc, DeniedError):
+        return exc.code
+    if isinstance(exc, UnauthenticatedError):
+        return "unauthenticated"
+    if isinstance(exc, FormatError):
+        return "malformed"
+    if isinstance(exc, MediaError):
+        return "unreadable"
+    return "error"
+
+
+class Host:
+    def __init__(self, home: Path, *, leeway: int = DEFAULT_LEEWAY) -> None:
+        require_kind(home, "host")
+        self.home = home
+        for f in (HPKE_KEY, RECEIPT_KEY):
+            check_private(home / f)
+        self._sealing = SealingKey(read_regular(home / HPKE_KEY, 32, "host key"))
+        self._signing = SigningKey(read_regular(home / RECEIPT_KEY, 32, "receipt key"))
+        self.root = load_trust_root(
+            read_regular(home / ROOT_FILE, 1 << 16, "pinned trust root")
+        )
+        self.state = SqliteHostState(home / STATE_FILE)
+        name, env = self.state.get("name"), self.state.get("env")
+        if name is None or env is None:
+            raise HomeError(f"{home}: host state lacks its name or environment")
+        self.identity = HostIdentity(
+            name.decode(), env.decode(), key_id(self._sealing.public_key)
+        )
+        self.leeway = leeway
+
+    def close(self) -> None:
+        self.state.close()
+
+    @property
+    def receipt_key_id(self) -> str:
+        return self._signing.key_id
+
+    # -- receipts -------------------------------------------------------------
+
+    def _builder(
+        self,
+        *,
+        now: int,
+        event: str,
+        action: str,
+        digest: bytes,
+        bundle_id: str,
+        task: str,
+        command: tuple[str, ...],
+        reason: str = "",
+        detail: str = "",
+        status: int = 0,
+        duration_ms: int = 0,
+    ) -> ReceiptBuilder:
+        def build(seq: int, prev: bytes, use: int) -> bytes:
+            return rfmt.sign_receipt(
+                rfmt.Receipt(
+                    host=self.identity.name,
+                    seq=seq,
+                    prev=prev,
+                    time=now,
+                    event=event,
+                    action=action,
+                    bundle_id=bundle_id,
+                    bundle_digest=digest,
+                    task=task,
+                    command=command,
+                    reason=reason,
+                    detail=detail[:512],
+                    use=use,
+                    exit_status=status,
+                    duration_ms=duration_ms,
+                ),
+                self._signing,
+            )
+
+        return build
+
+    def _deny(
+        self,
+        exc: KitError,
+        *,
+        now: int,
+        action: str,
+        data: bytes,
+        verified: Verified | None,
+        task: str,
+        command: tuple[str, ...],
+    ) -> None:
+        """Record a denial receipt for ``exc``; the caller re-raises ``exc``."""
+        bundle_id = verified.claims.bundle_id if verified else ""
+        try:
+            self.state.append(
+                self._builder(
+                    now=now,
+                    event="deny",
+                    action=action,
+                    digest=hashlib.sha256(data).digest(),
+                    bundle_id=bundle_id,
+                    task=task,
+                    command=command[:MAX_ARGS],
+                    reason=reason_code(exc),
+                    detail=str(exc),
+                )
+            )
+        except JournalError as jexc:
+            raise JournalError(
+                f"{exc}; and the denial receipt could not be written: {jexc}"
+            ) from None
+        log.debug("denied bundle %s: %s", bundle_id or "?", reason_code(exc))
+
+    # -- decisions ------------------------------------------------------------
+
+    def _verify(
+        self, data: bytes, task: str, command: tuple[str, ...], now: int
+    ) -> Verified:
+        verified = authenticate(data, self.root)
+        check_scope(
+            verified,
+            root=self.root,
+            host=self.identity,
+            task=task,
+            command=command,
+            now=now,
+            leeway=self.leeway,
+        )
+        return verified
+
+    def _exhausted(self, verified: Verified, spent: list[UseRecord]) -> DeniedError:
+        c = verified.claims
+        times = ", ".join(_utc(u.time) for u in spent)
+        return DeniedError(
+            "uses-exhausted",
+            f"all {c.max_uses} use(s) of bundle {c.bundle_id} are "
+            f"spent (used at {times})",
+        )
+
+    def check(
+        self, data: bytes, *, task: str, command: tuple[str, ...] | None, now: int
+    ) -> Verified:
+        """Would this bundle be released now? Releases nothing, consumes nothing.
+
+        Raises KitError after writing a denial receipt (action "verify").
+        """
+        verified: Verified | None = None
+        try:
+            verified = authenticate(data, self.root)
+            check_scope(
+                verified,
+                root=self.root,
+                host=self.identity,
+                task=task,
+                command=command,
+                now=now,
+                leeway=self.leeway,
+            )
+            spent = self.state.uses(verified.claims.bundle_id)
+            if len(spent) >= verified.claims.max_uses:
+                raise self._exhausted(verified, spent)
+            self._sealing.open(verified.bundle.sealed, verified.bundle.seal_info)
+            return verified
+        except (FormatError, UnauthenticatedError, DeniedError) as exc:
+            self._deny(
+                exc,
+                now=now,
+                action="verify",
+                data=data,
+                verified=verified,
+                task=task,
+                command=command or (),
+            )
+            raise
+
+    def authorize(
+        self, data: bytes, *, task: str, command: tuple[str, ...], now: int
+    ) -> Release:
+        """Verify, open the secret, then atomically count the use and commit the
+        release receipt. Only after that commit is the secret returned."""
+        verified: Verified | None = None
+        try:
+            verified = self._verify(data, task, command, now)
+            c = verified.claims
+            secret = self._sealing.open(
+                verified.bundle.sealed, verified.bundle.seal_info
+            )
+            build = self._builder(
+                now=now,
+                event="release",
+                action="run",
+                digest=verified.bundle.envelope.digest,
+                bundle_id=c.bundle_id,
+                task=task,
+                command=command,
+            )
+            outcome = self.state.release(c.bundle_id, c.max_uses, now, build)
+            if isinstance(outcome, list):
+                raise self._exhausted(verified, outcome)
+            return Release(verified, secret, outcome[0], command)
+        except (FormatError, UnauthenticatedError, DeniedError) as exc:
+            self._deny(
+                exc,
+                now=now,
+                action="run",
+                data=data,
+                verified=verified,
+                task=task,
+                command=command,
+            )
+            raise
+
+    def deny_run(
+        self,
+        exc: DeniedError,
+        data: bytes,
+        *,
+        task: str,
+        command: tuple[str, ...],
+        now: int,
+    ) -> None:
+        """Record a refusal decided outside :meth:`authorize` (e.g. no such command)."""
+        verified = None
+        try:
+            verified = authenticate(data, self.root)
+        except KitError:
+            pass
+        self._deny(
+            exc,
+            now=now,
+            action="run",
+            data=data,
+            verified=verified,
+            task=task,
+            command=command,
+        )
+
+    def record_unreadable(
+        self,
+        exc: KitError,
+        *,
+        task: str,
+        command: tuple[str, ...],
+        action: str,
+        now: int,
+    ) -> None:
+        """A bundle that could not even be read is still a refusal on record."""
+        self._deny(
+            exc,
+            now=now,
+            action=action,
+            data=b"",
+            verified=None,
+            task=task,
+            command=command,
+        )
+
+    def record_exit(
+        self, release: Release, *, status: int, duration_ms: int, now: int
+    ) -> None:
+        c = release.verified.claims
+        self.state.append(
+            self._builder(
+                now=now,
+                event="exit",
+                action="run",
+                digest=release.verified.bundle.envelope.digest,
+                bundle_id=c.bundle_id,
+                task=c.task,
+                command=release.command,
+                status=max(-255, min(255, status)),
+                duration_ms=duration_ms,
+            )
+        )
+
+    # -- media ----------------------------------------------------------------
+
+    def import_media(self, folder: Path) -> list[Verified]:
+        """Stage every bundle on the media into the inbox, or nothing at all.
+
+        Bundles must authenticate against the pinned root; a trust root on the
+        media must be the pinned one (rotation is a separate, later step).
+        """
+        files = read_media(folder)
+        staged: list[Verified] = []
+        for name, data in files.items():
+            if not name.endswith(".kit"):
+                raise MediaError(f"{folder / name}: not a kit file; refused")
+            try:
+                if data == read_regular(self.home / ROOT_FILE, 1 << 16, "trust root"):
+                    continue
+                staged.append(authenticate(data, self.root))
+            except (FormatError, UnauthenticatedError) as exc:
+                raise MediaError(f"{folder / name}: {exc}; nothing imported") from None
+        for v in staged:
+            atomic_write(self.inbox_path(v.claims.bundle_id), v.bundle.envelope.raw)
+        return staged
+
+    def inbox_path(self, bundle_id: str) -> Path:
+        return self.home / INBOX / f"{bundle_id}.kit"
+
+    def read_bundle(self, path: Path) -> bytes:
+        return read_regular(path, BUNDLE_CAP, "bundle")
+
+    def export_receipts(self, folder: Path, now: int) -> tuple[Path, int, int] | None:
+        """Write receipts not yet exported as one batch with a signed checkpoint.
+
+        Returns (path, first seq, last seq), or None when there is nothing new.
+        """
+        done = int((self.state.get("exported_seq") or b"0").decode())
+        rows = self.state.receipts_after(done)
+        if not rows:
+            return None
+        first, last = rows[0][0], rows[-1][0]
+        checkpoint = rfmt.sign_checkpoint(
+            self.identity.name,
+            first,
+            last,
+            rfmt.receipt_hash(rows[-1][1]),
+            now,
+            self._signing,
+        )
+        name = f"receipts-{self.identity.name}-{first:010d}-{last:010d}.kit"
+        [path] = write_media(
+            folder, {name: rfmt.encode_batch([raw for _, raw in rows], checkpoint)}
+        )
+        self.state.put("exported_seq", str(last).encode())
+        return path, first, last

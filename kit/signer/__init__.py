@@ -1,0 +1,1 @@
+"""The online side: signing keys, enrollment, issuance and the ledger."""

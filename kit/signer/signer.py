@@ -1,0 +1,214 @@
+"""The signer: its home, enrollment of hosts and issuance of bundles."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from kit import encoding
+from kit.crypto import atrest
+from kit.crypto.seal import seal
+from kit.crypto.sign import SigningKey, key_id
+from kit.errors import FormatError, HomeError, UsageError
+from kit.formats import bundle as bundle_fmt
+from kit.formats.enrollment import Enrollment, load_enrollment
+from kit.formats.envelope import seal_envelope
+from kit.formats.trustroot import TrustRoot, load_trust_root, make_trust_root
+from kit.fsutil import atomic_write, check_private, ensure_private_dir, read_regular
+from kit.home import create_home, require_kind
+from kit.storage.base import HostRecord, IssuanceRecord
+from kit.storage.sqlite import SqliteLedger
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "signer.key"
+ROOT_FILE = "trust-root.kit"
+LEDGER_FILE = "ledger.db"
+OUTBOX = "outbox"
+DIGEST_INFO = b"kit/ledger-secret-digest/v1"
+ROOT_TTL_DEFAULT = 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    host: str
+    env: str
+    task: str
+    commands: tuple[tuple[str, ...], ...]
+    ttl: int
+    max_uses: int
+    secret_name: str
+    owner: str
+    not_before: int | None = None
+
+
+def init_signer(
+    home: Path,
+    name: str,
+    passphrase: bytes,
+    *,
+    now: int,
+    kdf_profile: str = "moderate",
+    root_ttl: int = ROOT_TTL_DEFAULT,
+) -> TrustRoot:
+    """Create a signer home: issuing key sealed under the passphrase, trust root
+    v1 and an empty ledger. Returns the trust root."""
+    encoding.check_text(name, "signer name", encoding.NAME_RE)
+    create_home(home, "signer")
+    key = SigningKey.generate()
+    atomic_write(
+        home / KEY_FILE,
+        atrest.seal_key(key.seed_unsafe(), passphrase, kdf_profile),
+        0o600,
+    )
+    root_bytes = make_trust_root(
+        name, key, version=1, created_at=now, expires_at=now + root_ttl
+    )
+    atomic_write(home / ROOT_FILE, root_bytes)
+    ensure_private_dir(home / OUTBOX)
+    SqliteLedger(home / LEDGER_FILE).close()
+    log.debug("signer home created, issuer key %s", key.key_id)
+    return load_trust_root(root_bytes)
+
+
+class Signer:
+    """An opened signer home. The issuing key is loaded only when needed."""
+
+    def __init__(self, home: Path) -> None:
+        require_kind(home, "signer")
+        self.home = home
+        self.root = load_trust_root(
+            read_regular(home / ROOT_FILE, 1 << 16, "trust root")
+        )
+        self.ledger = SqliteLedger(home / LEDGER_FILE)
+        self._key: SigningKey | None = None
+
+    def unlock(self, passphrase: bytes) -> None:
+        check_private(self.home / KEY_FILE)
+        sealed = read_regular(self.home / KEY_FILE, atrest.CAP, "signer key")
+        key = SigningKey(atrest.open_key(sealed, passphrase))
+        if key.key_id not in self.root.keys_for("issuer"):
+            raise HomeError("the signer key is not an issuer in this home's trust root")
+        self._key = key
+
+    @property
+    def key(self) -> SigningKey:
+        if self._key is None:
+            raise HomeError("the signer key is locked")
+        return self._key
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    # -- enrollment ---------------------------------------------------------
+
+    def enroll(self, request: bytes, now: int) -> Enrollment:
+        """Record a host from its self-signed enrollment request."""
+        e = load_enrollment(request)
+        if e.trust_root != self.root.digest:
+            raise UsageError(
+                f"host {e.host} pinned a different trust root "
+                f"({e.trust_root.hex()[:16]}...), not this signer's "
+                f"({self.root.digest.hex()[:16]}...)"
+            )
+        existing = self.ledger.get_host(e.host)
+        if existing is not None:
+            raise UsageError(
+                f"host {e.host} is already enrolled (since "
+                f"{existing.enrolled_at}); hosts are not re-keyed in place"
+            )
+        self.ledger.add_host(
+            HostRecord(
+                e.host,
+                e.env,
+                e.hpke_public,
+                e.receipt_public,
+                now,
+                hashlib.sha256(request).digest(),
+            )
+        )
+        return e
+
+    # -- issuance -----------------------------------------------------------
+
+    def _secret_digest(self, secret: bytes) -> bytes:
+        # A keyed digest: a plain hash of a short token could be brute-forced
+        # from a leaked ledger.
+        mac_key = HKDF(hashes.SHA256(), 32, salt=None, info=DIGEST_INFO).derive(
+            self.key.seed_unsafe()
+        )
+        return hmac.new(mac_key, secret, hashlib.sha256).digest()
+
+    def issue(
+        self, req: IssueRequest, secret: bytes, now: int
+    ) -> tuple[bytes, bundle_fmt.Claims]:
+        """Seal ``secret`` to the host, sign the claims, record the issuance."""
+        host = self.ledger.get_host(req.host)
+        if host is None:
+            raise UsageError(f"host {req.host!r} is not enrolled (kit enroll REQUEST)")
+        if host.env != req.env:
+            raise UsageError(
+                f"host {req.host} is enrolled for env {host.env!r}, not {req.env!r}"
+            )
+        if not 0 < len(secret) <= bundle_fmt.MAX_SECRET:
+            raise UsageError(
+                f"the secret must be 1 to {bundle_fmt.MAX_SECRET} bytes, "
+                f"got {len(secret)}"
+            )
+        if not 0 < req.ttl <= bundle_fmt.MAX_LIFETIME:
+            raise UsageError(f"--ttl must be 1 s to {bundle_fmt.MAX_LIFETIME} s")
+        not_before = now if req.not_before is None else req.not_before
+        claims = bundle_fmt.Claims(
+            bundle_id=secrets.token_hex(16),
+            issuer=self.key.key_id,
+            owner=req.owner,
+            host=host.name,
+            host_key=key_id(host.hpke_public),
+            env=req.env,
+            task=req.task,
+            commands=req.commands,
+            secret_name=req.secret_name,
+            issued_at=now,
+            not_before=not_before,
+            expires_at=not_before + req.ttl,
+            max_uses=req.max_uses,
+        )
+        claims_bytes = encoding.encode(claims.to_map())
+        try:  # the same checks the host will make, so nothing unusable is issued
+            bundle_fmt.decode_claims(claims_bytes)
+        except FormatError as exc:
+            raise UsageError(str(exc).replace("bundle claims", "request")) from None
+        sealed = seal(secret, host.hpke_public, bundle_fmt.seal_info_for(claims_bytes))
+        data = seal_envelope(
+            bundle_fmt.LABEL, bundle_fmt.encode_body(claims_bytes, sealed), [self.key]
+        )
+        self.ledger.record_bundle(
+            IssuanceRecord(
+                bundle_id=claims.bundle_id,
+                host=claims.host,
+                env=claims.env,
+                task=claims.task,
+                owner=claims.owner,
+                issuer=claims.issuer,
+                commands=claims.commands,
+                issued_at=now,
+                not_before=claims.not_before,
+                expires_at=claims.expires_at,
+                max_uses=claims.max_uses,
+                claims=claims_bytes,
+                bundle_digest=hashlib.sha256(data).digest(),
+                secret_digest=self._secret_digest(secret),
+            )
+        )
+        log.debug("issued bundle %s for host %s", claims.bundle_id, claims.host)
+        return data, claims
+
+    def outbox_path(self, bundle_id: str) -> Path:
+        return self.home / OUTBOX / f"{bundle_id}.kit"

@@ -1,0 +1,82 @@
+"""Storage interfaces and the records they hold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    name: str
+    env: str
+    hpke_public: bytes
+    receipt_public: bytes
+    enrolled_at: int
+    request_digest: bytes
+
+
+@dataclass(frozen=True)
+class IssuanceRecord:
+    """What the ledger keeps of a bundle: claims and digests, never the secret."""
+
+    bundle_id: str
+    host: str
+    env: str
+    task: str
+    owner: str
+    issuer: str
+    commands: tuple[tuple[str, ...], ...]
+    issued_at: int
+    not_before: int
+    expires_at: int
+    max_uses: int
+    claims: bytes
+    bundle_digest: bytes
+    secret_digest: bytes  # HMAC-SHA256 under a key derived from the issuer key
+
+
+class Ledger(Protocol):
+    def add_host(self, host: HostRecord) -> None: ...
+    def get_host(self, name: str) -> HostRecord | None: ...
+    def hosts(self) -> list[HostRecord]: ...
+    def record_bundle(self, rec: IssuanceRecord) -> None: ...
+    def get_bundle(self, bundle_id: str) -> IssuanceRecord | None: ...
+    def bundles(self) -> list[IssuanceRecord]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class UseRecord:
+    use: int
+    time: int
+    seq: int
+
+
+# Builds a signed receipt from (seq, prev hash, use number): called inside the
+# storage transaction so that numbering, linking and use counting are atomic.
+ReceiptBuilder = Callable[[int, bytes, int], bytes]
+
+
+class HostState(Protocol):
+    def release(
+        self, bundle_id: str, max_uses: int, now: int, build: ReceiptBuilder
+    ) -> tuple[int, bytes] | list[UseRecord]:
+        """Atomically count one use and durably append the release receipt.
+
+        Returns (use number, receipt bytes), or, when every use is spent, the
+        earlier uses and nothing written.
+        """
+        ...
+
+    def append(self, build: ReceiptBuilder) -> bytes:
+        """Durably append one receipt (use number 0)."""
+        ...
+
+    def uses(self, bundle_id: str) -> list[UseRecord]: ...
+    def receipts_after(self, seq: int) -> list[tuple[int, bytes]]: ...
+    def head(self) -> tuple[int, bytes]: ...
+    def get(self, key: str) -> bytes | None: ...
+    def put(self, key: str, value: bytes) -> None: ...
+    def close(self) -> None: ...
