@@ -10,7 +10,6 @@ wider form than needed (checked by re-encoding and comparing bytes).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -86,24 +85,26 @@ def decode(data: bytes, *, cap: int, what: str) -> Any:
         raise FormatError(
             f"{what} is not valid msgpack ({type(exc).__name__})"
         ) from None
-    for depth, value in _walk(obj, 0):
-        if depth > MAX_DEPTH:
-            raise FormatError(f"{what} nests deeper than {MAX_DEPTH} levels")
-        if isinstance(value, float):
-            raise FormatError(f"{what} contains a float; kit formats have none")
+    _check_tree(obj, what)
     if encode(obj) != data:
         raise FormatError(f"{what} is not canonically encoded")
     return obj
 
 
-def _walk(obj: Any, depth: int) -> Iterator[tuple[int, Any]]:
-    yield depth, obj
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _walk(v, depth + 1)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _walk(v, depth + 1)
+def _check_tree(obj: Any, what: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and floats anywhere (iteratively, so
+    a hostile depth cannot exhaust the Python stack)."""
+    stack: list[tuple[int, Any]] = [(0, obj)]
+    while stack:
+        depth, value = stack.pop()
+        if depth > MAX_DEPTH:
+            raise FormatError(f"{what} nests deeper than {MAX_DEPTH} levels")
+        if isinstance(value, float):
+            raise FormatError(f"{what} contains a float; kit formats have none")
+        if isinstance(value, dict):
+            stack.extend((depth + 1, v) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((depth + 1, v) for v in value)
 
 
 class Fields:

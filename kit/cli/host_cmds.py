@@ -116,8 +116,10 @@ def verify(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Check a bundle without releasing anything: exit 0 if it would be released
-    now, 1 with the reason if not.
+    """Check a bundle without releasing anything.
+
+    Exits 0 when the bundle would be released now, 1 with the reason when
+    not; a refusal is recorded as a denial receipt.
 
     Example: kit verify 3f2a...c1 --task nightly-export --command 'python3 job.py'
     """
@@ -159,8 +161,10 @@ def run(
     ],
     home: HomeOpt = None,
 ) -> None:
-    """Verify, record a signed receipt, then run CMD with the secret in its
-    environment; exit with CMD's status.
+    """Verify a bundle, record a receipt, then run CMD with the secret.
+
+    The secret goes to CMD alone, in the environment variable the bundle
+    names. kit run exits with CMD's own status; its own refusals use 120-125.
 
     Example: kit run 3f2a...c1 --task nightly-export -- python3 job.py
     """
@@ -218,8 +222,9 @@ def import_cmd(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Check the media's manifest and signatures and stage its bundles; all or
-    nothing.
+    """Check media and stage its bundles for this host, all or nothing.
+
+    The SHA256SUMS manifest and every bundle signature are checked first.
 
     Example: kit import /media/usb
     """

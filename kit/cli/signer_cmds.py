@@ -141,6 +141,9 @@ def issue(
 ) -> None:
     """Seal a secret to one host for one env and task, sign it, record it.
 
+    The ledger records the claims and a keyed digest of the secret, never the
+    secret itself.
+
     Example: kit issue --host build-01 --env prod --task nightly-export
     --ttl 8h --command 'python3 export.py' --secret-file token.txt
     """
@@ -230,8 +233,10 @@ def export(
     ] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Write bundles and the trust root to a media folder with a SHA256SUMS
-    manifest, atomically.
+    """Write bundles and the trust root to a media folder.
+
+    Files are written atomically (temp file, fsync, rename) and listed with
+    their SHA-256 in the folder's SHA256SUMS manifest.
 
     Example: kit export --to /media/usb
     """
@@ -269,7 +274,9 @@ def reconcile_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Match receipts to the ledger: per-bundle status and every anomaly.
-    Exits 1 when there is an anomaly.
+
+    Exits 1 when there is any anomaly (unknown bundle, overuse, use outside
+    validity, chain gap, fork, bad signature, truncated batch).
 
     Example: kit reconcile /media/usb-from-build-01
     """

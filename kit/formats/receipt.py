@@ -8,13 +8,14 @@ previous receipt's envelope bytes (32 zero bytes for the first).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from kit import encoding
 from kit.crypto.sign import SigningKey
 from kit.errors import FormatError
-from kit.formats.bundle import ARG_RE, MAX_ARGS
+from kit.formats.bundle import MAX_ARGS
 from kit.formats.envelope import Envelope, parse_envelope, seal_envelope
 
 LABEL = "kit/receipt/v1"
@@ -27,6 +28,10 @@ GENESIS = bytes(32)
 EVENTS = ("release", "deny", "exit")
 ACTIONS = ("run", "verify")
 MAX_SEQ = 1 << 62
+# A receipt records what was asked, which may be any argv: empty arguments
+# are allowed here (unlike in bundle claims); longer ones are cut by the host.
+RECEIPT_ARG_RE = re.compile(r"[^\x00]{0,256}")
+MAX_TASK = 63
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def parse_receipt(data: bytes) -> SignedReceipt:
     bundle_id = f.text("bundle_id", max_len=32)
     if bundle_id:
         encoding.check_text(bundle_id, "receipt bundle_id", encoding.HEX32_RE)
-    task = f.text("task", max_len=63)
+    task = f.text("task", max_len=MAX_TASK)
     r = Receipt(
         host=f.text("host", encoding.NAME_RE),
         seq=f.integer("seq", 1, MAX_SEQ),
@@ -113,7 +118,7 @@ def parse_receipt(data: bytes) -> SignedReceipt:
         bundle_digest=f.binary("bundle_digest", 32),
         task=task,
         command=tuple(
-            encoding.check_text(a, "receipt command", ARG_RE) for a in command
+            encoding.check_text(a, "receipt command", RECEIPT_ARG_RE) for a in command
         ),
         reason=f.text("reason", max_len=64),
         detail=f.text("detail", max_len=512),

@@ -96,6 +96,11 @@ def _utc(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _printable(text: str) -> str:
+    """Text as UTF-8 can carry it (argv may hold undecodable bytes)."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def reason_code(exc: KitError) -> str:
     if isinstance(exc, DeniedError):
         return exc.code
@@ -152,6 +157,10 @@ class Host:
         status: int = 0,
         duration_ms: int = 0,
     ) -> ReceiptBuilder:
+        # What was asked is recorded as asked, cut to the receipt's bounds.
+        task = _printable(task)[: rfmt.MAX_TASK]
+        command = tuple(_printable(a)[:256] for a in command[:MAX_ARGS])
+
         def build(seq: int, prev: bytes, use: int) -> bytes:
             return rfmt.sign_receipt(
                 rfmt.Receipt(
@@ -198,7 +207,7 @@ class Host:
                     digest=hashlib.sha256(data).digest(),
                     bundle_id=bundle_id,
                     task=task,
-                    command=command[:MAX_ARGS],
+                    command=command,
                     reason=reason_code(exc),
                     detail=str(exc),
                 )
@@ -210,21 +219,6 @@ class Host:
         log.debug("denied bundle %s: %s", bundle_id or "?", reason_code(exc))
 
     # -- decisions ------------------------------------------------------------
-
-    def _verify(
-        self, data: bytes, task: str, command: tuple[str, ...], now: int
-    ) -> Verified:
-        verified = authenticate(data, self.root)
-        check_scope(
-            verified,
-            root=self.root,
-            host=self.identity,
-            task=task,
-            command=command,
-            now=now,
-            leeway=self.leeway,
-        )
-        return verified
 
     def _exhausted(self, verified: Verified, spent: list[UseRecord]) -> DeniedError:
         c = verified.claims
@@ -278,7 +272,16 @@ class Host:
         release receipt. Only after that commit is the secret returned."""
         verified: Verified | None = None
         try:
-            verified = self._verify(data, task, command, now)
+            verified = authenticate(data, self.root)
+            check_scope(
+                verified,
+                root=self.root,
+                host=self.identity,
+                task=task,
+                command=command,
+                now=now,
+                leeway=self.leeway,
+            )
             c = verified.claims
             secret = self._sealing.open(
                 verified.bundle.sealed, verified.bundle.seal_info
