@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint sysdeps venv clean
+.PHONY: demo test lint sysdeps venv clean fuzz
 
 venv: $(STAMP)
 
@@ -23,8 +23,8 @@ demo: $(STAMP) sysdeps
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash demo/demo.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check kit tests demo
-	$(BIN)/ruff check kit tests demo
+	$(BIN)/ruff format --check kit tests demo fuzz scripts
+	$(BIN)/ruff check kit tests demo fuzz scripts
 	$(BIN)/mypy --strict kit
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
@@ -35,3 +35,15 @@ test: $(STAMP) sysdeps lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# Coverage-guided fuzzing of every decoder (not part of `make test`, which runs
+# a short Hypothesis smoke of the same targets). FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install -q 'atheris>=2.3'
+	@for t in bundle trust-root enrollment receipt receipt-batch manifest; do \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  $(BIN)/python fuzz/run.py $$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -print_final_stats=1 > fuzz/last-$$t.log 2>&1; rc=$$?; \
+	  tail -n 3 fuzz/last-$$t.log; [ $$rc -eq 0 ] || exit $$rc; \
+	done
