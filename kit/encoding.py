@@ -80,11 +80,12 @@ def decode(data: bytes, *, cap: int, what: str) -> Any:
             raise FormatError(f"{len(data) - unpacker.tell()} trailing byte(s)")
     except FormatError as exc:
         raise FormatError(f"{what}: {exc}") from None
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        # OutOfData (truncated), StackError (nesting), BufferFull, bad bytes.
-        raise FormatError(
-            f"{what} is not valid msgpack ({type(exc).__name__})"
-        ) from None
+    except (msgpack.StackError, RecursionError):
+        raise FormatError(f"{what} nests too deeply") from None
+    except (ValueError, TypeError, msgpack.UnpackException):
+        # OutOfData, BufferFull, bad bytes. The C extension and the pure-Python
+        # fallback raise different classes for the same bytes, so one message.
+        raise FormatError(f"{what} is truncated or not valid msgpack") from None
     _check_tree(obj, what)
     if encode(obj) != data:
         raise FormatError(f"{what} is not canonically encoded")
