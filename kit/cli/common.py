@@ -103,10 +103,10 @@ def fail(exc: KitError, *, run: bool = False) -> NoReturn:
         say(f"kit: {label} [{exc.code}]: {exc}")
     else:
         say(f"kit: {label}: {exc}")
-    if run:
+    if run and code != USAGE:
         code = (
             NOT_FOUND
-            if getattr(exc, "code", "") == "command-not-found"
+            if isinstance(exc, DeniedError) and exc.code == "command-not-found"
             else RUN_CODES.get(code, RUN_CODES[INTERNAL])
         )
     raise typer.Exit(code)

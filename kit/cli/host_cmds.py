@@ -27,7 +27,7 @@ from kit.cli.signer_cmds import utc
 from kit.errors import DeniedError, KitError, UsageError
 from kit.fsutil import atomic_write, read_regular
 from kit.host.host import Host, init_host
-from kit.host.runner import resolve, run_child
+from kit.host.runner import Delivery, resolve, run_child
 
 host_app = typer.Typer(
     help="The offline host's keys and pinned trust root.", no_args_is_help=True
@@ -160,15 +160,34 @@ def run(
         typer.Argument(help="The command to run, after '--'.", show_default=False),
     ],
     home: HomeOpt = None,
+    deliver: Annotated[
+        str,
+        typer.Option(
+            help="How CMD gets the secret: env (the variable the bundle names), "
+            "fd (sealed memfd, its number in NAME_FD), file (0600 tmpfs file, its "
+            "path in NAME_FILE, removed after), stdin."
+        ),
+    ] = "env",
+    keep_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keep-env",
+            help="Pass this variable of kit's environment on to CMD (repeatable). "
+            "CMD otherwise gets only PATH, HOME, LANG, LC_*, TERM, TZ, USER, "
+            "LOGNAME, SHELL, TMPDIR and PWD.",
+        ),
+    ] = None,
 ) -> None:
     """Verify a bundle, record a receipt, then run CMD with the secret.
 
-    The secret goes to CMD alone, in the environment variable the bundle
-    names. kit run exits with CMD's own status; its own refusals use 120-125.
+    The secret goes to CMD alone (see --deliver); CMD's environment is an
+    allowlist, and core dumps are off. kit run exits with CMD's own status;
+    its own refusals use 120-125 and 127 (command not found).
 
     Example: kit run 3f2a...c1 --task nightly-export -- python3 job.py
     """
     argv = tuple(command)
+    delivery = Delivery(deliver, tuple(keep_env or ()))
     host = Host(home_path(home))
     try:
         data = _read_or_deny(host, bundle, task=task, command=argv, action="run")
@@ -183,7 +202,10 @@ def run(
             f"(use {release.use} of {release.verified.claims.max_uses}) to {argv[0]}"
         )
         status, ms = run_child(
-            (resolved, *argv[1:]), release.verified.claims.secret_name, release.secret
+            (resolved, *argv[1:]),
+            release.verified.claims.secret_name,
+            release.secret,
+            delivery,
         )
         host.record_exit(release, status=status, duration_ms=ms, now=int(time.time()))
     finally:

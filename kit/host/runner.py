@@ -1,19 +1,65 @@
 """Starting the one child process that receives the secret.
 
-The secret is placed in the child's environment only (never argv, never a
-file); the parent forwards SIGINT and SIGTERM and waits for the child.
+The child gets an allowlisted environment, never the caller's whole one, and
+the secret by one of four delivery modes (docs/host.md):
+
+- ``env``: in the environment variable the bundle names (the default);
+- ``fd``: in a sealed, read-only memfd inherited by the child, its number in
+  ``<NAME>_FD``;
+- ``file``: in a 0600 file in a private 0700 folder on tmpfs (/dev/shm), its
+  path in ``<NAME>_FILE``, removed when the child exits;
+- ``stdin``: written to the child's standard input, which is then closed.
+
+Core dumps are disabled for kit and the child, so the secret cannot reach a
+core file; SIGINT and SIGTERM are forwarded to the child.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import resource
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
-from kit.errors import DeniedError
+from kit.errors import DeniedError, UsageError
+
+MODES = ("env", "fd", "file", "stdin")
+# Variables a job may rely on; everything else must be asked for with keep.
+BASE_ENV = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "PWD",
+)
+TMPFS = Path("/dev/shm")  # noqa: S108 - mkdtemp makes a private 0700 folder there
+
+
+@dataclass(frozen=True)
+class Delivery:
+    mode: str = "env"
+    keep_env: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(
+                f"delivery mode must be one of {', '.join(MODES)}, not {self.mode!r}"
+            )
 
 
 def resolve(command: tuple[str, ...]) -> str:
@@ -24,32 +70,107 @@ def resolve(command: tuple[str, ...]) -> str:
     return exe
 
 
-def run_child(
-    command: tuple[str, ...], env_name: str, secret: bytes
-) -> tuple[int, int]:
-    """Run ``command`` with the secret in ``env_name``; return (status, ms).
+def child_environment(keep: tuple[str, ...]) -> dict[bytes, bytes]:
+    names = {n.encode() for n in (*BASE_ENV, *keep)}
+    return {k: v for k, v in os.environb.items() if k in names or k.startswith(b"LC_")}
 
-    Status is the child's exit code, or minus the signal number that ended it.
-    """
-    env = {k: v for k, v in os.environb.items() if k != env_name.encode()}
-    env[env_name.encode()] = secret
-    start = time.monotonic()
+
+def no_core_dumps() -> None:
+    """No core file for kit or anything it starts (the limit is inherited)."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+@contextlib.contextmanager
+def _memfd(secret: bytes) -> Iterator[int]:
+    fd = os.memfd_create("kit-secret", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        child = subprocess.Popen(list(command), env=env, close_fds=True)
-    except FileNotFoundError:
-        return 127, 0
-    except PermissionError:
-        return 126, 0
+        os.write(fd, secret)
+        fcntl.fcntl(
+            fd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_WRITE
+            | fcntl.F_SEAL_GROW
+            | fcntl.F_SEAL_SHRINK
+            | fcntl.F_SEAL_SEAL,
+        )
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
     finally:
-        del env
+        os.close(fd)
 
+
+@contextlib.contextmanager
+def _tmpfs_file(secret: bytes) -> Iterator[Path]:
+    if not TMPFS.is_dir():
+        raise UsageError(f"--deliver file needs a tmpfs at {TMPFS}; none here")
+    folder = Path(tempfile.mkdtemp(prefix="kit-", dir=TMPFS))  # mode 0700
+    path = folder / "secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, secret)
+        finally:
+            os.close(fd)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_child(
+    command: tuple[str, ...],
+    env_name: str,
+    secret: bytes,
+    delivery: Delivery | None = None,
+) -> tuple[int, int]:
+    """Run ``command`` with the secret; return (status, milliseconds).
+
+    Status is the child's exit code, or minus the signal number that ended it,
+    127 when it cannot be found and 126 when it cannot be executed.
+    """
+    delivery = delivery or Delivery()
+    no_core_dumps()
+    env = child_environment(delivery.keep_env)
+    name = env_name.encode()
+    with contextlib.ExitStack() as stack:
+        pass_fds: tuple[int, ...] = ()
+        stdin = None
+        if delivery.mode == "env":
+            env[name] = secret
+        elif delivery.mode == "fd":
+            fd = stack.enter_context(_memfd(secret))
+            pass_fds = (fd,)
+            env[name + b"_FD"] = str(fd).encode()
+        elif delivery.mode == "file":
+            env[name + b"_FILE"] = os.fsencode(stack.enter_context(_tmpfs_file(secret)))
+        else:
+            stdin = subprocess.PIPE
+        start = time.monotonic()
+        try:
+            child = subprocess.Popen(
+                list(command), env=env, close_fds=True, pass_fds=pass_fds, stdin=stdin
+            )
+        except FileNotFoundError:
+            return 127, 0
+        except PermissionError:
+            return 126, 0
+        finally:
+            env.clear()
+        if child.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                child.stdin.write(secret)
+            with contextlib.suppress(BrokenPipeError):
+                child.stdin.close()
+        status = _wait(child)
+    return status, int((time.monotonic() - start) * 1000)
+
+
+def _wait(child: subprocess.Popen[bytes]) -> int:
     def forward(signum: int, _frame: FrameType | None) -> None:
         child.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        status = child.wait()
+        return child.wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return status, int((time.monotonic() - start) * 1000)

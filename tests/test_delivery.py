@@ -1,0 +1,115 @@
+"""Secret delivery to the child: each mode delivers exactly the secret to the
+child alone, the environment is an allowlist, and nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+import pytest
+
+from kit.errors import UsageError
+from kit.host import runner
+from kit.host.runner import Delivery, run_child
+
+SECRET = b"delivery-secret-42"
+
+READERS = {
+    "env": 'printf %s "$S"',
+    "fd": 'cat /proc/self/fd/"$S_FD"',
+    "file": 'cat "$S_FILE"',
+    "stdin": "cat",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(READERS))
+def test_each_mode_delivers_exactly_the_secret(tmp_path: Path, mode: str) -> None:
+    out = tmp_path / "out"
+    script = f"{READERS[mode]} > {out}; env > {tmp_path}/env"
+    status, _ = run_child(("/bin/sh", "-c", script), "S", SECRET, Delivery(mode))
+    assert status == 0
+    assert out.read_bytes() == SECRET
+    env = (tmp_path / "env").read_bytes()
+    assert (SECRET in env) == (mode == "env")  # only env mode puts it there
+
+
+def test_file_mode_removes_the_file_after_the_child(tmp_path: Path) -> None:
+    record = tmp_path / "path"
+    run_child(
+        (
+            "/bin/sh",
+            "-c",
+            f'printf %s "$S_FILE" > {record}; '
+            'stat -c %a "$S_FILE" > ' + str(tmp_path / "mode"),
+        ),
+        "S",
+        SECRET,
+        Delivery("file"),
+    )
+    path = Path(record.read_text())
+    assert (tmp_path / "mode").read_text().strip() == "600"
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_fd_mode_memfd_is_sealed_against_writes(tmp_path: Path) -> None:
+    script = (
+        'printf x >> /proc/self/fd/"$S_FD" 2>/dev/null && echo wrote || echo sealed'
+    )
+    out = tmp_path / "out"
+    run_child(
+        ("/bin/sh", "-c", f"{{ {script}; }} > {out}"), "S", SECRET, Delivery("fd")
+    )
+    assert out.read_text().strip() == "sealed"
+
+
+def test_environment_is_an_allowlist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KIT_PASSPHRASE_FILE", "/somewhere/pass")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "long-lived-key")
+    monkeypatch.setenv("JOB_SETTING", "kept")
+    out = tmp_path / "env"
+    run_child(
+        ("/bin/sh", "-c", f"env > {out}"),
+        "S",
+        SECRET,
+        Delivery("env", ("JOB_SETTING",)),
+    )
+    names = {line.split("=", 1)[0] for line in out.read_text().splitlines()}
+    assert "KIT_PASSPHRASE_FILE" not in names
+    assert "AWS_SECRET_ACCESS_KEY" not in names
+    assert {"JOB_SETTING", "S", "PATH"} <= names
+
+
+def test_core_dumps_are_disabled_for_the_child(tmp_path: Path) -> None:
+    before = resource.getrlimit(resource.RLIMIT_CORE)
+    out = tmp_path / "ulimit"
+    try:
+        run_child(("/bin/sh", "-c", f"ulimit -c > {out}"), "S", SECRET)
+        assert out.read_text().strip() == "0"
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, before)
+
+
+def test_child_status_and_signals_are_reported(tmp_path: Path) -> None:
+    assert run_child(("/bin/sh", "-c", "exit 7"), "S", SECRET)[0] == 7
+    assert run_child(("/bin/sh", "-c", "kill -TERM $$"), "S", SECRET)[0] == -15
+    assert run_child((str(tmp_path / "missing"),), "S", SECRET)[0] == 127
+    noexec = tmp_path / "noexec"
+    noexec.write_text("#!/bin/sh\n")
+    os.chmod(noexec, 0o600)
+    assert run_child((str(noexec),), "S", SECRET)[0] == 126
+
+
+def test_unknown_mode_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="delivery mode"):
+        Delivery("clipboard")
+
+
+def test_file_mode_without_tmpfs_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(runner, "TMPFS", tmp_path / "no-tmpfs")
+    with pytest.raises(UsageError, match="tmpfs"):
+        run_child(("/bin/true",), "S", SECRET, Delivery("file"))
