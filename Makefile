@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# System tools the demo and tests use: unshare (util-linux) and ip (iproute2).
+# System tools the demo and tests use: unshare, ip, faketime.
 sysdeps:
 	@bash scripts/sysdeps.sh
 

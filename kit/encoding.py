@@ -71,7 +71,7 @@ def decode(data: bytes, *, cap: int, what: str) -> Any:
         max_bin_len=cap,
         max_array_len=min(cap, 100_000),
         max_map_len=min(cap, 1_000),
-        max_ext_len=0,
+        max_ext_len=cap,
     )
     try:
         unpacker.feed(data)
@@ -143,7 +143,7 @@ class Fields:
         return v
 
     def time(self, name: str) -> int:
-        return self.integer(name, TIME_MIN, TIME_MAX)
+        return self.integer(name, TIME_MIN, TIME_MAX - 1)
 
     def text(
         self, name: str, pattern: re.Pattern[str] | None = None, max_len: int = 256

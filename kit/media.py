@@ -46,16 +46,19 @@ def write_media(folder: Path, files: dict[str, bytes]) -> list[Path]:
     _check_folder(folder)
     entries = _read_manifest(folder)
     taken = {n.lower(): n for n in entries}
-    written = []
-    for name, data in sorted(files.items()):
+    # Check every name before writing any file: a refusal half-way would leave
+    # files the manifest does not list, and read_media refuses such media.
+    for name in sorted(files):
         if not manifest.FILE_RE.fullmatch(name):
             raise MediaError(f"refusing to write unsafe file name {name!r}")
         clash = taken.get(name.lower())
         if clash is not None and clash != name:
             raise MediaError(f"{name} collides with {clash} on case-insensitive media")
+        taken[name.lower()] = name
+    written = []
+    for name, data in sorted(files.items()):
         atomic_write(folder / name, data)
         entries[name] = hashlib.sha256(data).hexdigest()
-        taken[name.lower()] = name
         written.append(folder / name)
     atomic_write(folder / manifest.NAME, manifest.render(entries))
     return written

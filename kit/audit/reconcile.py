@@ -15,7 +15,7 @@ from kit.crypto.sign import key_id
 from kit.errors import FormatError, KitError, UnauthenticatedError
 from kit.formats import receipt as rfmt
 from kit.formats.envelope import verify_envelope
-from kit.host.verifier import DEFAULT_LEEWAY
+from kit.host.policy import DEFAULT_LEEWAY
 from kit.media import read_media
 from kit.storage.base import HostRecord, IssuanceRecord
 
@@ -140,6 +140,19 @@ def reconcile(
             )
             continue
         checkpoints.append((batch.source, cp))
+        carried = sorted(sr.receipt.seq for sr in receipts)
+        if carried != list(range(cp.first_seq, cp.seq + 1)):
+            anomalies.append(
+                Anomaly(
+                    "batch-incomplete",
+                    f"host {cp.host}: the checkpoint covers receipts "
+                    f"{cp.first_seq}..{cp.seq}, the batch carries "
+                    f"{len(carried)} receipt(s) that do not match that range",
+                    cp.host,
+                    cp.seq,
+                    source=batch.source,
+                )
+            )
         for sr in receipts:
             r = sr.receipt
             try:

@@ -6,7 +6,6 @@ import functools
 import getpass
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -162,17 +161,6 @@ def read_passphrase(passfile: Path | None, *, confirm: bool = False) -> bytes:
     if not first:
         raise UsageError("the passphrase is empty")
     return first.encode()
-
-
-_DURATION = re.compile(r"(\d+)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str, what: str) -> int:
-    m = _DURATION.fullmatch(text.strip())
-    if not m:
-        raise UsageError(f"{what} {text!r} is not a duration like 90s, 15m, 8h or 2d")
-    return int(m.group(1)) * _UNITS[m.group(2)]
 
 
 def fingerprint(digest: bytes) -> str:

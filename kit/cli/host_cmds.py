@@ -24,7 +24,7 @@ from kit.cli.common import (
     say,
 )
 from kit.cli.signer_cmds import utc
-from kit.errors import DeniedError, KitError, UsageError
+from kit.errors import KitError, UsageError
 from kit.fsutil import atomic_write, read_regular
 from kit.host.host import Host, init_host
 from kit.host.runner import Delivery, resolve, run_child
@@ -191,18 +191,15 @@ def run(
     host = Host(home_path(home))
     try:
         data = _read_or_deny(host, bundle, task=task, command=argv, action="run")
-        try:
-            resolved = resolve(argv)
-        except DeniedError as exc:
-            host.deny_run(exc, data, task=task, command=argv, now=int(time.time()))
-            raise
-        release = host.authorize(data, task=task, command=argv, now=int(time.time()))
+        release = host.authorize(
+            data, task=task, command=argv, now=int(time.time()), resolve=resolve
+        )
         say(
             f"kit: released bundle {release.verified.claims.bundle_id} "
             f"(use {release.use} of {release.verified.claims.max_uses}) to {argv[0]}"
         )
         status, ms = run_child(
-            (resolved, *argv[1:]),
+            (release.program, *argv[1:]),
             release.verified.claims.secret_name,
             release.secret,
             delivery,
@@ -219,6 +216,15 @@ def run(
 def receipts_export(
     to: Annotated[Path, typer.Option("--to", help="Media folder to write to.")],
     home: HomeOpt = None,
+    from_seq: Annotated[
+        int | None,
+        typer.Option(
+            "--from",
+            min=1,
+            help="Export again every receipt from this sequence number on "
+            "(when earlier media was lost).",
+        ),
+    ] = None,
 ) -> None:
     """Write receipts not yet exported, with a checkpoint signed by this host.
 
@@ -226,7 +232,7 @@ def receipts_export(
     """
     host = Host(home_path(home))
     try:
-        result = host.export_receipts(to, int(time.time()))
+        result = host.export_receipts(to, int(time.time()), from_seq=from_seq)
     finally:
         host.close()
     if result is None:

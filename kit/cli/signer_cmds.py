@@ -22,11 +22,11 @@ from kit.cli.common import (
     fingerprint,
     handled,
     home_path,
-    parse_duration,
     read_passphrase,
     say,
 )
 from kit.crypto.atrest import PROFILES
+from kit.duration import parse_duration
 from kit.errors import FormatError, UsageError
 from kit.formats.bundle import MAX_SECRET, decode_claims, parse_bundle
 from kit.fsutil import atomic_write, read_regular

@@ -27,12 +27,14 @@ def parse(data: bytes) -> dict[str, str]:
     if text and not text.endswith("\n"):
         raise FormatError(f"{NAME} does not end with a newline (truncated?)")
     entries: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    previous = ""
+    for n, line in enumerate(text.split("\n")[:-1], 1):
         m = _LINE_RE.fullmatch(line)
         if not m:
-            raise FormatError(f"{NAME} line {n} is not '<sha256>  <name>'")
+            raise FormatError(f"{NAME} line {n} is not '<sha256>  <name>' (LF ends)")
         digest, name = m.groups()
-        if name.lower() in {e.lower() for e in entries} or name == NAME:
-            raise FormatError(f"{NAME} line {n}: {name} is listed twice")
+        if name <= previous:
+            raise FormatError(f"{NAME} line {n}: {name} is duplicated or not sorted")
+        previous = name
         entries[name] = digest
     return entries

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +33,9 @@ from kit.formats.enrollment import Enrollment, make_enrollment
 from kit.formats.trustroot import TrustRoot, load_trust_root
 from kit.fsutil import atomic_write, check_private, ensure_private_dir, read_regular
 from kit.home import create_home, require_kind
+from kit.host.policy import FILE as POLICY_FILE
+from kit.host.policy import HostPolicy, load_policy
 from kit.host.verifier import (
-    DEFAULT_LEEWAY,
     HostIdentity,
     Verified,
     authenticate,
@@ -68,6 +70,7 @@ def init_host(
     atomic_write(home / RECEIPT_KEY, rkey.seed_unsafe(), 0o600)
     atomic_write(home / ROOT_FILE, root_bytes)
     ensure_private_dir(home / INBOX)
+    atomic_write(home / POLICY_FILE, HostPolicy(environments=(env,)).to_toml().encode())
     state = SqliteHostState(home / STATE_FILE)
     state.put("name", name.encode())
     state.put("env", env.encode())
@@ -87,6 +90,7 @@ class Release:
     secret: bytes
     use: int
     command: tuple[str, ...]
+    program: str  # the executable command[0] resolved to
 
     def __repr__(self) -> str:
         return f"Release(bundle={self.verified.claims.bundle_id}, use={self.use})"
@@ -114,7 +118,7 @@ def reason_code(exc: KitError) -> str:
 
 
 class Host:
-    def __init__(self, home: Path, *, leeway: int = DEFAULT_LEEWAY) -> None:
+    def __init__(self, home: Path) -> None:
         require_kind(home, "host")
         self.home = home
         for f in (HPKE_KEY, RECEIPT_KEY):
@@ -131,7 +135,7 @@ class Host:
         self.identity = HostIdentity(
             name.decode(), env.decode(), key_id(self._sealing.public_key)
         )
-        self.leeway = leeway
+        self.policy = load_policy(home)
 
     def close(self) -> None:
         self.state.close()
@@ -210,7 +214,8 @@ class Host:
                     command=command,
                     reason=reason_code(exc),
                     detail=str(exc),
-                )
+                ),
+                floor=now,
             )
         except JournalError as jexc:
             raise JournalError(
@@ -219,6 +224,24 @@ class Host:
         log.debug("denied bundle %s: %s", bundle_id or "?", reason_code(exc))
 
     # -- decisions ------------------------------------------------------------
+
+    def _scope(
+        self,
+        verified: Verified,
+        task: str,
+        command: tuple[str, ...] | None,
+        now: int,
+    ) -> None:
+        check_scope(
+            verified,
+            root=self.root,
+            host=self.identity,
+            policy=self.policy,
+            floor=self.state.floor(),
+            task=task,
+            command=command,
+            now=now,
+        )
 
     def _exhausted(self, verified: Verified, spent: list[UseRecord]) -> DeniedError:
         c = verified.claims
@@ -239,19 +262,11 @@ class Host:
         verified: Verified | None = None
         try:
             verified = authenticate(data, self.root)
-            check_scope(
-                verified,
-                root=self.root,
-                host=self.identity,
-                task=task,
-                command=command,
-                now=now,
-                leeway=self.leeway,
-            )
+            self._scope(verified, task, command, now)
+            self._sealing.open(verified.bundle.sealed, verified.bundle.seal_info)
             spent = self.state.uses(verified.claims.bundle_id)
             if len(spent) >= verified.claims.max_uses:
                 raise self._exhausted(verified, spent)
-            self._sealing.open(verified.bundle.sealed, verified.bundle.seal_info)
             return verified
         except (FormatError, UnauthenticatedError, DeniedError) as exc:
             self._deny(
@@ -266,26 +281,29 @@ class Host:
             raise
 
     def authorize(
-        self, data: bytes, *, task: str, command: tuple[str, ...], now: int
+        self,
+        data: bytes,
+        *,
+        task: str,
+        command: tuple[str, ...],
+        now: int,
+        resolve: Callable[[tuple[str, ...]], str] | None = None,
     ) -> Release:
-        """Verify, open the secret, then atomically count the use and commit the
-        release receipt. Only after that commit is the secret returned."""
+        """Verify, open the secret, find the program, then atomically count the
+        use and commit the release receipt. Only after that commit is the
+        secret returned. ``resolve`` maps the command to the program to start
+        (raising DeniedError when there is none); it runs after every check,
+        so a missing program never hides a worse refusal, and before the use
+        is counted, so it costs no use."""
         verified: Verified | None = None
         try:
             verified = authenticate(data, self.root)
-            check_scope(
-                verified,
-                root=self.root,
-                host=self.identity,
-                task=task,
-                command=command,
-                now=now,
-                leeway=self.leeway,
-            )
+            self._scope(verified, task, command, now)
             c = verified.claims
             secret = self._sealing.open(
                 verified.bundle.sealed, verified.bundle.seal_info
             )
+            program = resolve(command) if resolve is not None else command[0]
             build = self._builder(
                 now=now,
                 event="release",
@@ -295,10 +313,12 @@ class Host:
                 task=task,
                 command=command,
             )
-            outcome = self.state.release(c.bundle_id, c.max_uses, now, build)
+            outcome = self.state.release(
+                c.bundle_id, c.max_uses, now, build, floor=max(now, c.issued_at)
+            )
             if isinstance(outcome, list):
                 raise self._exhausted(verified, outcome)
-            return Release(verified, secret, outcome[0], command)
+            return Release(verified, secret, outcome[0], command, program)
         except (FormatError, UnauthenticatedError, DeniedError) as exc:
             self._deny(
                 exc,
@@ -310,31 +330,6 @@ class Host:
                 command=command,
             )
             raise
-
-    def deny_run(
-        self,
-        exc: DeniedError,
-        data: bytes,
-        *,
-        task: str,
-        command: tuple[str, ...],
-        now: int,
-    ) -> None:
-        """Record a refusal decided outside :meth:`authorize` (e.g. no such command)."""
-        verified = None
-        try:
-            verified = authenticate(data, self.root)
-        except KitError:
-            pass
-        self._deny(
-            exc,
-            now=now,
-            action="run",
-            data=data,
-            verified=verified,
-            task=task,
-            command=command,
-        )
 
     def record_unreadable(
         self,
@@ -371,7 +366,8 @@ class Host:
                 command=release.command,
                 status=max(-255, min(255, status)),
                 duration_ms=duration_ms,
-            )
+            ),
+            floor=now,
         )
 
     # -- media ----------------------------------------------------------------
@@ -403,13 +399,18 @@ class Host:
     def read_bundle(self, path: Path) -> bytes:
         return read_regular(path, BUNDLE_CAP, "bundle")
 
-    def export_receipts(self, folder: Path, now: int) -> tuple[Path, int, int] | None:
-        """Write receipts not yet exported as one batch with a signed checkpoint.
+    def export_receipts(
+        self, folder: Path, now: int, *, from_seq: int | None = None
+    ) -> tuple[Path, int, int] | None:
+        """Write receipts as one batch with a signed checkpoint: those not yet
+        exported, or all from ``from_seq`` on (to replace lost media).
 
         Returns (path, first seq, last seq), or None when there is nothing new.
         """
+        self.state.check_journal()
         done = int((self.state.get("exported_seq") or b"0").decode())
-        rows = self.state.receipts_after(done)
+        start = done if from_seq is None else max(0, from_seq - 1)
+        rows = self.state.receipts_after(start)
         if not rows:
             return None
         first, last = rows[0][0], rows[-1][0]
@@ -425,5 +426,5 @@ class Host:
         [path] = write_media(
             folder, {name: rfmt.encode_batch([raw for _, raw in rows], checkpoint)}
         )
-        self.state.put("exported_seq", str(last).encode())
+        self.state.put("exported_seq", str(max(done, last)).encode())
         return path, first, last

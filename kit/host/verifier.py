@@ -2,30 +2,41 @@
 
 Steps, in order; the first that fails decides the refusal:
 
-1. parse the envelope strictly                      -> FormatError
+1. parse the envelope strictly                      -> FormatError (uniform)
 2. issuer signature by a key the pinned root trusts  -> UnauthenticatedError
-3. decode the signed claims strictly                 -> FormatError (precise)
+3. decode the signed claims strictly                 -> FormatError (precise);
+   the issuer claim names the key that signed        -> issuer-mismatch
 4. the pinned trust root has not expired             -> trust-root-expired
-5. sealed to this host (name and HPKE key id)        -> wrong-host
-6. environment matches exactly                       -> wrong-env
-7. task matches exactly                              -> wrong-task
-8. now within [not_before, expires_at] +/- leeway    -> not-yet-valid / expired
-9. command starts with an allowed argv prefix        -> command-not-allowed
-   (skipped by ``kit verify`` when no command is given)
+5. the host clock is not behind its floor            -> clock-behind-floor
+6. sealed to this host (name and HPKE key id)        -> wrong-host
+7. environment is this host's and its policy serves  -> wrong-env
+8. task matches exactly                              -> wrong-task
+9. not issued after now + leeway                     -> from-the-future
+10. lifetime and uses within the host policy caps    -> lifetime-over-cap,
+                                                        uses-over-cap
+11. now within [not_before, expires_at] +/- leeway   -> not-yet-valid / expired
+12. command starts with an allowed argv prefix       -> command-not-allowed
+    (skipped by ``kit verify`` when no command is given)
 Then, by the caller: uses left (atomically) and the HPKE open.
+Leeway applies to steps 5, 9 and 11 only.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from kit.errors import DeniedError
+from kit.errors import DeniedError, FormatError
 from kit.formats.bundle import Bundle, Claims, decode_claims, parse_bundle
 from kit.formats.envelope import verify_envelope
 from kit.formats.trustroot import TrustRoot
+from kit.host.policy import HostPolicy
 
-DEFAULT_LEEWAY = 30
-MAX_LEEWAY = 300
+log = logging.getLogger(__name__)
+
+# The one message for every flaw found before the signature is checked.
+MALFORMED = "bundle is malformed (details withheld until it is authenticated)"
 
 
 @dataclass(frozen=True)
@@ -42,12 +53,30 @@ class Verified:
 
 
 def authenticate(data: bytes, root: TrustRoot) -> Verified:
-    """Steps 1 to 3."""
-    bundle = parse_bundle(data)
-    verify_envelope(
+    """Steps 1 to 3.
+
+    Raises FormatError("bundle is malformed") with no detail for any
+    structural flaw before the signature is checked (the detail goes to the
+    debug log only), UnauthenticatedError when no pinned issuer key signed it,
+    and, once authenticated, FormatError naming the claim field at fault or
+    DeniedError("issuer-mismatch").
+    """
+    try:
+        bundle = parse_bundle(data)
+    except FormatError as exc:
+        log.debug("bundle refused before authentication: %s", exc)
+        raise FormatError(MALFORMED) from None
+    signers = verify_envelope(
         bundle.envelope, root.keys_for("issuer"), threshold=1, what="bundle"
     )
-    return Verified(bundle, decode_claims(bundle.claims_bytes))
+    claims = decode_claims(bundle.claims_bytes)
+    if claims.issuer not in signers:
+        raise DeniedError(
+            "issuer-mismatch",
+            f"the claims name issuer key {claims.issuer[:12]} but the bundle is "
+            f"signed by {', '.join(sorted(k[:12] for k in signers))}",
+        )
+    return Verified(bundle, claims)
 
 
 def _span(seconds: int) -> str:
@@ -63,18 +92,27 @@ def check_scope(
     *,
     root: TrustRoot,
     host: HostIdentity,
+    policy: HostPolicy,
+    floor: int,
     task: str,
     command: tuple[str, ...] | None,
     now: int,
-    leeway: int = DEFAULT_LEEWAY,
 ) -> None:
-    """Steps 4 to 9. Raises DeniedError with a stable code and exact detail."""
+    """Steps 4 to 12. Raises DeniedError with a stable code and exact detail."""
     c = v.claims
+    leeway = policy.leeway
     if now > root.expires_at:
         raise DeniedError(
             "trust-root-expired",
-            f"the pinned trust root expired {_span(now - root.expires_at)}"
-            " ago; import a fresh one",
+            f"the pinned trust root expired {_span(now - root.expires_at)} ago; "
+            "import a fresh one",
+        )
+    if now + leeway < floor:
+        raise DeniedError(
+            "clock-behind-floor",
+            f"this host's clock ({_utc(now)}) is {_span(floor - now)} behind its "
+            f"floor ({_utc(floor)}), the latest trustworthy time it has seen; "
+            f"fix the clock (leeway {leeway} s)",
         )
     if c.host != host.name or c.host_key != host.hpke_key_id:
         raise DeniedError(
@@ -86,13 +124,39 @@ def check_scope(
         raise DeniedError(
             "wrong-env", f"bundle is for env {c.env!r}, this host is {host.env!r}"
         )
+    if c.env not in policy.environments:
+        raise DeniedError(
+            "wrong-env",
+            f"env {c.env!r} is not among the environments this host's policy "
+            f"serves ({', '.join(policy.environments)})",
+        )
     if c.task != task:
         raise DeniedError("wrong-task", f"bundle is for task {c.task!r}, not {task!r}")
+    if c.issued_at > now + leeway:
+        raise DeniedError(
+            "from-the-future",
+            f"host clock behind or bundle from the future: issued "
+            f"{_span(c.issued_at - now)} ahead of this host's clock "
+            f"(leeway {leeway} s)",
+        )
+    lifetime = c.expires_at - c.not_before
+    if lifetime > policy.max_lifetime:
+        raise DeniedError(
+            "lifetime-over-cap",
+            f"bundle lifetime {_span(lifetime)} exceeds this host's max_lifetime "
+            f"{_span(policy.max_lifetime)}",
+        )
+    if c.max_uses > policy.max_uses:
+        raise DeniedError(
+            "uses-over-cap",
+            f"bundle allows {c.max_uses} uses, over this host's max_uses "
+            f"{policy.max_uses}",
+        )
     if now + leeway < c.not_before:
         raise DeniedError(
             "not-yet-valid",
-            f"bundle is not valid for another "
-            f"{_span(c.not_before - now)} (leeway {leeway} s)",
+            f"bundle is not valid for another {_span(c.not_before - now)} "
+            f"(leeway {leeway} s)",
         )
     if now - leeway > c.expires_at:
         raise DeniedError(
@@ -106,3 +170,7 @@ def check_scope(
             f"command {' '.join(command)[:80]!r} is not within the "
             f"allowed commands: {allowed[:160]}",
         )
+
+
+def _utc(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

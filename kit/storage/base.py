@@ -61,19 +61,30 @@ ReceiptBuilder = Callable[[int, bytes, int], bytes]
 
 class HostState(Protocol):
     def release(
-        self, bundle_id: str, max_uses: int, now: int, build: ReceiptBuilder
+        self,
+        bundle_id: str,
+        max_uses: int,
+        now: int,
+        build: ReceiptBuilder,
+        floor: int,
     ) -> tuple[int, bytes] | list[UseRecord]:
-        """Atomically count one use and durably append the release receipt.
+        """Atomically count one use and durably append the release receipt,
+        raising the clock floor to at least ``floor`` in the same transaction.
 
         Returns (use number, receipt bytes), or, when every use is spent, the
         earlier uses and nothing written.
         """
         ...
 
-    def append(self, build: ReceiptBuilder) -> bytes:
-        """Durably append one receipt (use number 0)."""
+    def append(self, build: ReceiptBuilder, floor: int) -> bytes:
+        """Durably append one receipt (use number 0), raising the floor."""
         ...
 
+    def check_journal(self) -> None:
+        """Raise JournalError if the journal lost entries or is damaged."""
+        ...
+
+    def floor(self) -> int: ...
     def uses(self, bundle_id: str) -> list[UseRecord]: ...
     def receipts_after(self, seq: int) -> list[tuple[int, bytes]]: ...
     def head(self) -> tuple[int, bytes]: ...

@@ -34,14 +34,14 @@ _LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (
     name TEXT PRIMARY KEY, env TEXT NOT NULL, hpke_public BLOB NOT NULL,
     receipt_public BLOB NOT NULL, enrolled_at INTEGER NOT NULL,
-    request_digest BLOB NOT NULL);
+    request_digest BLOB NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS bundles (
     bundle_id TEXT PRIMARY KEY, host TEXT NOT NULL REFERENCES hosts(name),
     env TEXT NOT NULL, task TEXT NOT NULL, owner TEXT NOT NULL,
     issuer TEXT NOT NULL, commands TEXT NOT NULL, issued_at INTEGER NOT NULL,
     not_before INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     max_uses INTEGER NOT NULL, claims BLOB NOT NULL, bundle_digest BLOB NOT NULL,
-    secret_digest BLOB NOT NULL);
+    secret_digest BLOB NOT NULL) STRICT;
 """
 
 
@@ -123,38 +123,93 @@ class SqliteLedger:
 
 _HOST_SCHEMA = """
 CREATE TABLE IF NOT EXISTS receipts (
-    seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, raw BLOB NOT NULL);
+    seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, raw BLOB NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS uses (
     bundle_id TEXT NOT NULL, use INTEGER NOT NULL, time INTEGER NOT NULL,
-    seq INTEGER NOT NULL REFERENCES receipts(seq), PRIMARY KEY (bundle_id, use));
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    seq INTEGER NOT NULL REFERENCES receipts(seq), PRIMARY KEY (bundle_id, use))
+    STRICT;
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
 """
 
 
 class SqliteHostState:
     """The host's use counters and receipt journal, in one database so that a
-    use and its release receipt commit together or not at all."""
+    use and its release receipt commit together or not at all.
+
+    Journal rules (docs/FORMAT.md 7.3): the counter ``last_seq``/``last_hash``
+    in ``kv`` moves in the same transaction as the receipt it counts, so a
+    crash leaves both or neither (SQLite rolls back a torn commit when the
+    database is next opened); a journal whose newest receipt is not the one
+    the counter names has lost entries and is refused; a sequence number is
+    never reused because the next one comes from the counter. The clock floor
+    ``clock_floor`` only ever rises, in the same transactions.
+    """
 
     def __init__(self, path: Path) -> None:
         self._db = _connect(path, _HOST_SCHEMA)
 
-    def head(self) -> tuple[int, bytes]:
-        row = self._db.execute(
-            "SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        return (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
+    def _kv_int(self, key: str) -> int:
+        value = self.get(key)
+        return int(value.decode()) if value else 0
 
-    def _insert(self, build: ReceiptBuilder, use: int) -> tuple[int, bytes]:
+    def head(self) -> tuple[int, bytes]:
+        """(last sequence number, its receipt hash) as the counter records them."""
+        return self._kv_int("last_seq"), self.get("last_hash") or GENESIS
+
+    def floor(self) -> int:
+        return self._kv_int("clock_floor")
+
+    def check_journal(self) -> None:
+        """Refuse a journal that lost entries or whose last record is damaged."""
+        try:
+            seq, digest = self.head()
+            row = self._db.execute(
+                "SELECT seq, CAST(hash AS BLOB), CAST(raw AS BLOB) FROM receipts "
+                "ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            count = self._db.execute("SELECT count(*) FROM receipts").fetchone()[0]
+        except (sqlite3.Error, ValueError) as exc:
+            raise JournalError(f"the receipt journal cannot be read ({exc})") from None
+        have = int(row[0]) if row else 0
+        if have != seq or (row and bytes(row[1]) != digest):
+            raise JournalError(
+                f"the receipt journal is behind its own counter (newest receipt "
+                f"{have}, counter {seq}): receipts were deleted or replaced; "
+                "refusing to continue"
+            )
+        if row and hashlib.sha256(bytes(row[2])).digest() != digest:
+            raise JournalError(f"receipt {seq} in the journal is damaged")
+        if count != seq:
+            raise JournalError(
+                f"the receipt journal holds {count} receipts but counts {seq}: "
+                "receipts were deleted"
+            )
+
+    def _insert(self, build: ReceiptBuilder, use: int, floor: int) -> tuple[int, bytes]:
+        self.check_journal()
         seq, prev = self.head()
         raw = build(seq + 1, prev, use)
+        digest = hashlib.sha256(raw).digest()
         self._db.execute(
-            "INSERT INTO receipts VALUES (?, ?, ?)",
-            (seq + 1, hashlib.sha256(raw).digest(), raw),
+            "INSERT INTO receipts VALUES (?, ?, ?)", (seq + 1, digest, raw)
+        )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO kv VALUES (?, ?)",
+            [
+                ("last_seq", str(seq + 1).encode()),
+                ("last_hash", digest),
+                ("clock_floor", str(max(self.floor(), floor)).encode()),
+            ],
         )
         return seq + 1, raw
 
     def release(
-        self, bundle_id: str, max_uses: int, now: int, build: ReceiptBuilder
+        self,
+        bundle_id: str,
+        max_uses: int,
+        now: int,
+        build: ReceiptBuilder,
+        floor: int,
     ) -> tuple[int, bytes] | list[UseRecord]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -164,7 +219,7 @@ class SqliteHostState:
                     self._db.execute("ROLLBACK")
                     return spent
                 use = len(spent) + 1
-                seq, raw = self._insert(build, use)
+                seq, raw = self._insert(build, use, floor)
                 self._db.execute(
                     "INSERT INTO uses VALUES (?, ?, ?, ?)", (bundle_id, use, now, seq)
                 )
@@ -180,11 +235,11 @@ class SqliteHostState:
             ) from None
         return use, raw
 
-    def append(self, build: ReceiptBuilder) -> bytes:
+    def append(self, build: ReceiptBuilder, floor: int) -> bytes:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                _, raw = self._insert(build, 0)
+                _, raw = self._insert(build, 0, floor)
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
