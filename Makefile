@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint sysdeps venv clean fuzz
+.PHONY: demo test lint sysdeps venv clean fuzz wheelhouse
 
 venv: $(STAMP)
 
@@ -32,6 +32,13 @@ test: $(STAMP) sysdeps lint
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# Every wheel an offline host needs, for media: install there with
+#   pip install --no-index --find-links WHEELHOUSE kit
+WHEELHOUSE ?= wheelhouse
+wheelhouse: $(STAMP)
+	$(BIN)/python -m pip wheel -q --wheel-dir $(WHEELHOUSE) .
+	@echo "wheelhouse: $$(ls $(WHEELHOUSE) | wc -l) wheels in $(WHEELHOUSE)/"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

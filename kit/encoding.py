@@ -102,6 +102,9 @@ def _check_tree(obj: Any, what: str) -> None:
             raise FormatError(f"{what} nests deeper than {MAX_DEPTH} levels")
         if isinstance(value, float):
             raise FormatError(f"{what} contains a float; kit formats have none")
+        if isinstance(value, msgpack.Timestamp):
+            # msgpack decodes extension type -1 itself, without calling ext_hook.
+            raise FormatError(f"{what}: extension type -1 is not allowed")
         if isinstance(value, dict):
             stack.extend((depth + 1, v) for v in value.values())
         elif isinstance(value, list):

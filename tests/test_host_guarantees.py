@@ -4,6 +4,7 @@ nothing was released and nothing was lost."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -275,3 +276,35 @@ def test_shifted_clock_of_a_real_kit_run_is_refused(
     assert b"clock-behind-floor" in shifted.stderr
     assert not out.exists()
     assert world.receipts()[-1].reason == "clock-behind-floor"
+
+
+def test_host_status_reports_state_and_problems(world: World, tmp_path: Path) -> None:
+    home = world.host_home("build-01")
+    issued = world.issue(max_uses=2)
+    (home / "inbox" / f"{issued.claims.bundle_id}.kit").write_bytes(issued.data)
+    _release(world, issued.data, T0, tmp_path / "a")
+    done = world.kit("host", "status", "--home", home, "--json")
+    assert done.returncode == 0, done.stderr
+    st = json.loads(done.stdout)
+    assert st["host"] == "build-01" and st["env"] == "prod"
+    assert st["staged"] == [
+        {
+            "bundle_id": issued.claims.bundle_id,
+            "task": "nightly-export",
+            "env": "prod",
+            "expires_at": issued.claims.expires_at,
+            "expired": False,
+            "uses_left": 1,
+            "max_uses": 2,
+        }
+    ]
+    assert st["receipts"] == {"last_seq": 1, "exported_seq": 0, "not_exported": 1}
+    assert st["clock"]["floor"] >= T0 and st["problems"] == []
+
+    db = sqlite3.connect(home / "state.db")
+    db.execute("DELETE FROM receipts")
+    db.commit()
+    db.close()
+    done = world.kit("host", "status", "--home", home)
+    assert done.returncode == 1
+    assert b"PROBLEM" in done.stdout and b"behind its own counter" in done.stdout

@@ -71,6 +71,64 @@ def host_init(
     say(f"enrollment request: {out or path / 'enrollment.kit'}")
 
 
+@host_app.command("status")
+@handled()
+def host_status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Show this host's keys, trust root, clock floor, policy, staged bundles,
+    receipts not yet exported, and any problem found. Exits 1 on a problem.
+
+    Example: kit host status --home /var/lib/kit
+    """
+    host = Host(home_path(home))
+    try:
+        st = host.status(int(time.time()))
+    finally:
+        host.close()
+    if json_out:
+        emit_json(st)
+    else:
+        root, clock, pol, rec = (
+            st["trust_root"],
+            st["clock"],
+            st["policy"],
+            st["receipts"],
+        )
+        print(f"host {st['host']} (env {st['env']})")
+        print(f"  HPKE key     {st['hpke_key_id']}")
+        print(f"  receipt key  {st['receipt_key_id']}")
+        print(
+            f"  trust root   {root['name']} v{root['version']}, expires "
+            f"{utc(root['expires_at'])}, fingerprint "
+            f"{fingerprint(bytes.fromhex(root['sha256']))}"
+        )
+        print(
+            f"  clock        {utc(clock['now'])}, floor {utc(clock['floor'])}"
+            if clock["floor"]
+            else f"  clock        {utc(clock['now'])}, no floor yet"
+        )
+        print(
+            f"  policy       envs {', '.join(pol['environments'])}; max lifetime "
+            f"{pol['max_lifetime']} s; max uses {pol['max_uses']}; leeway "
+            f"{pol['leeway']} s"
+        )
+        print(
+            f"  receipts     {rec['last_seq']} written, {rec['not_exported']} not "
+            "yet exported"
+        )
+        for b in st["staged"]:
+            state = (
+                "expired" if b["expired"] else f"{b['uses_left']}/{b['max_uses']} left"
+            )
+            print(
+                f"  staged       {b['bundle_id']}  {b['task']:<20} {state}, expires "
+                f"{utc(b['expires_at'])}"
+            )
+        for p in st["problems"]:
+            print(f"  PROBLEM      {p}")
+    if st["problems"]:
+        raise typer.Exit(1)
+
+
 def _bundle_path(host: Host, ref: str) -> Path:
     p = Path(ref)
     if encoding.HEX32_RE.fullmatch(ref) and not p.exists():

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kit import __version__
-from kit.cli.common import STATE, say
+from kit.cli.common import STATE
 from kit.cli.host_cmds import host_app, receipts_app, run, verify
 from kit.cli.host_cmds import import_cmd as import_media
 from kit.cli.signer_cmds import enroll, export, issue, reconcile_cmd, signer_app
@@ -37,7 +37,7 @@ app.command("reconcile")(reconcile_cmd)
 
 def _version(value: bool) -> None:
     if value:
-        say(f"kit {__version__}")
+        print(f"kit {__version__}")
         raise typer.Exit(0)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kit import encoding
 from kit.crypto.seal import SealingKey
@@ -369,6 +370,74 @@ class Host:
             ),
             floor=now,
         )
+
+    # -- status ---------------------------------------------------------------
+
+    def status(self, now: int) -> dict[str, Any]:
+        """What an operator asks of a host, and every problem found."""
+        problems: list[str] = []
+        for f in (HPKE_KEY, RECEIPT_KEY):
+            try:
+                check_private(self.home / f)
+            except HomeError as exc:
+                problems.append(str(exc))
+        try:
+            self.state.check_journal()
+        except JournalError as exc:
+            problems.append(str(exc))
+        floor = self.state.floor()
+        if now + self.policy.leeway < floor:
+            problems.append(f"the clock is {floor - now} s behind the clock floor")
+        if now > self.root.expires_at:
+            problems.append("the pinned trust root has expired")
+        staged = []
+        for path in sorted((self.home / INBOX).glob("*.kit")):
+            try:
+                v = authenticate(self.read_bundle(path), self.root)
+            except KitError as exc:
+                problems.append(f"staged {path.name}: {exc}")
+                continue
+            c = v.claims
+            used = len(self.state.uses(c.bundle_id))
+            staged.append(
+                {
+                    "bundle_id": c.bundle_id,
+                    "task": c.task,
+                    "env": c.env,
+                    "expires_at": c.expires_at,
+                    "expired": now > c.expires_at,
+                    "uses_left": max(0, c.max_uses - used),
+                    "max_uses": c.max_uses,
+                }
+            )
+        head, _ = self.state.head()
+        exported = int((self.state.get("exported_seq") or b"0").decode())
+        return {
+            "host": self.identity.name,
+            "env": self.identity.env,
+            "hpke_key_id": self.identity.hpke_key_id,
+            "receipt_key_id": self.receipt_key_id,
+            "trust_root": {
+                "name": self.root.name,
+                "version": self.root.version,
+                "expires_at": self.root.expires_at,
+                "sha256": self.root.digest.hex(),
+            },
+            "clock": {"now": now, "floor": floor},
+            "policy": {
+                "environments": list(self.policy.environments),
+                "max_lifetime": self.policy.max_lifetime,
+                "max_uses": self.policy.max_uses,
+                "leeway": self.policy.leeway,
+            },
+            "staged": staged,
+            "receipts": {
+                "last_seq": head,
+                "exported_seq": exported,
+                "not_exported": head - exported,
+            },
+            "problems": problems,
+        }
 
     # -- media ----------------------------------------------------------------
 
