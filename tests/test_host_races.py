@@ -150,3 +150,45 @@ def test_sigkill_during_child_keeps_the_use_consumed(tmp_path: Path) -> None:
     assert "released twice" not in again.stdout
     events = _events(host_home)
     assert events == ["release", "deny"]  # the killed run left no exit receipt
+
+
+def test_sigkill_at_any_moment_never_allows_a_second_release(tmp_path: Path) -> None:
+    """Kill `kit run` at spread-out moments (before, during and after the
+    commit of the use); afterwards the journal is whole, every counted use has
+    its release receipt, and the single use was released at most once."""
+    host_home, bundle, bundle_id = _setup(tmp_path, 1)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    for i in range(12):
+        proc = subprocess.Popen(
+            [
+                KIT,
+                "run",
+                str(bundle),
+                "--task",
+                "job",
+                "--home",
+                str(host_home),
+                "--",
+                "sh",
+                "-c",
+                f"touch {marks}/{i}; sleep 5",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(0.05 + 0.04 * i)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    host = Host(host_home)
+    try:
+        host.state.check_journal()
+        uses = host.state.uses(bundle_id)
+        events = [parse_receipt(raw).receipt for _, raw in host.state.receipts_after(0)]
+    finally:
+        host.close()
+    releases = [r for r in events if r.event == "release"]
+    assert len(uses) == len(releases) <= 1
+    assert len(list(marks.iterdir())) <= len(releases)
+    assert [u.seq for u in uses] == [r.seq for r in releases]
