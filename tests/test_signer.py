@@ -1,0 +1,213 @@
+"""The signer: its key at rest, enrollment and the refusals of issuance."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import pytest
+from conftest import PASSPHRASE, T0, World
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from kit.errors import FormatError, HomeError, UnauthenticatedError, UsageError
+from kit.host.host import init_host
+from kit.signer.signer import DIGEST_INFO, KEY_FILE, Signer
+
+
+def _issue_args(world: World, tmp_path: Path, **over: str) -> list[str | Path]:
+    secret = tmp_path / "token.txt"
+    secret.write_bytes(b"cli-secret-0123456789abcdef\n")
+    opts = {
+        "--host": "build-01",
+        "--env": "prod",
+        "--task": "nightly-export",
+        "--ttl": "1h",
+        "--command": "true",
+        "--secret-file": str(secret),
+        "--home": str(world.signer_home),
+    } | over
+    return ["issue", *[x for kv in opts.items() for x in kv]]
+
+
+def _bundle_ids(world: World) -> list[str]:
+    s = Signer(world.signer_home)
+    try:
+        return [b.bundle_id for b in s.ledger.bundles()]
+    finally:
+        s.close()
+
+
+# -- the key at rest ------------------------------------------------------------
+
+
+def test_wrong_passphrase_is_refused(world: World, tmp_path: Path) -> None:
+    s = Signer(world.signer_home)
+    try:
+        with pytest.raises(HomeError, match="passphrase"):
+            s.unlock(b"wrong " + PASSPHRASE)
+        with pytest.raises(HomeError, match="locked"):
+            _ = s.key
+        s.unlock(PASSPHRASE)  # and the right one opens it
+    finally:
+        s.close()
+
+    wrong = tmp_path / "wrong-pass"
+    wrong.write_bytes(b"not the passphrase\n")
+    proc = world.kit(*_issue_args(world, tmp_path), passfile=wrong)
+    assert proc.returncode == 5, proc.stderr
+    assert b"passphrase" in proc.stderr
+    assert b"cli-secret" not in proc.stdout + proc.stderr
+    assert _bundle_ids(world) == []
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_key_file_readable_by_others_is_refused(
+    world: World, tmp_path: Path, mode: int
+) -> None:
+    (world.signer_home / KEY_FILE).chmod(mode)
+    s = Signer(world.signer_home)
+    try:
+        with pytest.raises(HomeError, match=f"mode {mode:o}"):
+            s.unlock(PASSPHRASE)  # the right passphrase: the mode alone refuses
+    finally:
+        s.close()
+    if mode == 0o644:
+        proc = world.kit(*_issue_args(world, tmp_path))
+        assert proc.returncode == 5, proc.stderr
+        assert b"chmod 600" in proc.stderr
+        assert _bundle_ids(world) == []
+
+
+def test_symlinked_key_file_is_refused(world: World) -> None:
+    key = world.signer_home / KEY_FILE
+    moved = world.root / "signer.key.real"
+    key.rename(moved)
+    key.symlink_to(moved)
+    s = Signer(world.signer_home)
+    try:
+        with pytest.raises(HomeError, match="not a regular file"):
+            s.unlock(PASSPHRASE)
+    finally:
+        s.close()
+
+
+# -- issuance refusals ------------------------------------------------------------
+
+
+def test_issue_for_an_env_the_host_is_not_enrolled_for(
+    world: World, tmp_path: Path
+) -> None:
+    with pytest.raises(UsageError, match="enrolled for env 'prod', not 'dev'"):
+        world.issue("build-01", env="dev")
+    with pytest.raises(UsageError, match="enrolled for env 'dev'"):
+        world.issue("build-03", env="prod")
+    assert world.signer.ledger.bundles() == []
+    proc = world.kit(*_issue_args(world, tmp_path, **{"--env": "dev"}))
+    assert proc.returncode == 2, proc.stderr
+    assert _bundle_ids(world) == []
+
+
+def test_issue_for_an_unknown_host(world: World, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="not enrolled"):
+        world.issue("build-99", env="prod")
+    assert world.signer.ledger.bundles() == []
+    proc = world.kit(*_issue_args(world, tmp_path, **{"--host": "build-99"}))
+    assert proc.returncode == 2, proc.stderr
+    assert b"not enrolled" in proc.stderr
+    assert _bundle_ids(world) == []
+
+
+# -- what the ledger keeps ---------------------------------------------------------
+
+
+def _files(home: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in home.rglob("*") if p.is_file()}
+
+
+def test_ledger_keeps_a_keyed_digest_and_no_secret(
+    world: World, tmp_path: Path
+) -> None:
+    secrets = [b"hunter2", b"s3cr3t-" + bytes(range(48, 122)), b"x"]
+    issued = [world.issue(secret=s) for s in secrets]
+    world.signer.close()
+    world._signer = None  # let everything reach the disk before reading files
+    for path, data in _files(world.signer_home).items():
+        for s in secrets:
+            if len(s) >= 4:  # a 1-byte secret appears everywhere by chance
+                assert s not in data, f"secret in clear in {path}"
+                assert s.hex().encode() not in data, f"secret in hex in {path}"
+    seed = world.signer.key.seed_unsafe()
+    mac_key = HKDF(hashes.SHA256(), 32, salt=None, info=DIGEST_INFO).derive(seed)
+    for i in issued:
+        rec = world.signer.ledger.get_bundle(i.claims.bundle_id)
+        assert rec is not None
+        assert rec.secret_digest != hashlib.sha256(i.secret).digest()
+        assert rec.secret_digest == hmac.new(mac_key, i.secret, "sha256").digest()
+    # Keyed per signer: another signer's digest of the same secret differs.
+    other = world.issue(secret=secrets[0], by=world.attacker)
+    rec = world.attacker.ledger.get_bundle(other.claims.bundle_id)
+    first = world.signer.ledger.get_bundle(issued[0].claims.bundle_id)
+    assert rec is not None and first is not None
+    assert rec.secret_digest != first.secret_digest
+
+
+def test_cli_issue_leaves_no_secret_on_disk(world: World, tmp_path: Path) -> None:
+    proc = world.kit(*_issue_args(world, tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert b"cli-secret" not in proc.stdout + proc.stderr
+    assert len(_bundle_ids(world)) == 1
+    for path, data in _files(world.signer_home).items():
+        assert b"cli-secret" not in data, f"secret in clear in {path}"
+
+
+# -- enrollment ------------------------------------------------------------------
+
+
+def test_enrollment_pinning_another_root_is_refused(
+    world: World, tmp_path: Path
+) -> None:
+    foreign_root = (world.attacker_home / "trust-root.kit").read_bytes()
+    request, _ = init_host(tmp_path / "stray", "stray-01", "prod", foreign_root, T0)
+    before = world.signer.ledger.hosts()
+    with pytest.raises(UsageError, match="pinned a different trust root"):
+        world.signer.enroll(request, T0)
+    assert world.signer.ledger.hosts() == before
+    proc = world.kit(
+        "enroll", tmp_path / "stray" / "enrollment.kit", "--home", world.signer_home
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert world.signer.ledger.get_host("stray-01") is None
+
+
+def test_double_enrollment_is_refused(world: World, tmp_path: Path) -> None:
+    original = world.host_record("build-01")
+    request = (world.host_home("build-01") / "enrollment.kit").read_bytes()
+    with pytest.raises(UsageError, match="already enrolled"):
+        world.signer.enroll(request, T0)
+    # A new home claiming the same name (new keys) must not replace the old one.
+    imposter, _ = init_host(tmp_path / "imp", "build-01", "dev", world.root_bytes, T0)
+    with pytest.raises(UsageError, match="already enrolled"):
+        world.signer.enroll(imposter, T0)
+    assert world.host_record("build-01") == original
+    proc = world.kit(
+        "enroll", tmp_path / "imp" / "enrollment.kit", "--home", world.signer_home
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert world.host_record("build-01") == original
+
+
+def test_tampered_enrollment_is_refused(world: World, tmp_path: Path) -> None:
+    request, _ = init_host(tmp_path / "new", "build-04", "prod", world.root_bytes, T0)
+    tampered = request.replace(b"\xa4prod", b"\xa4devx", 1)  # env "prod" -> "devx"
+    assert tampered != request
+    for bad in (
+        tampered,
+        request[:-1],
+        request[:60] + bytes([request[60] ^ 0x10]) + request[61:],
+    ):
+        with pytest.raises((FormatError, UnauthenticatedError)):
+            world.signer.enroll(bad, T0)
+    assert world.signer.ledger.get_host("build-04") is None
+    assert world.signer.enroll(request, T0).host == "build-04"
