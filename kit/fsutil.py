@@ -7,12 +7,13 @@ import os
 import stat
 from pathlib import Path
 
-from kit.errors import HomeError, MediaError
+from kit.errors import FormatError, HomeError, MediaError
 
 
 def read_regular(path: Path, cap: int, what: str) -> bytes:
-    """Read a regular file without following a final symlink, refusing FIFOs,
-    devices and anything over ``cap`` bytes before reading it."""
+    """Read a regular file without following a final symlink, refusing FIFOs
+    and devices (MediaError) and anything over ``cap`` bytes before reading it
+    (FormatError: no valid object is that large)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -25,8 +26,8 @@ def read_regular(path: Path, cap: int, what: str) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise MediaError(f"{what} {path}: not a regular file; refused")
-        if st.st_size > cap:
-            raise MediaError(
+        if st.st_size > cap:  # too large to be valid: malformed, not an I/O fault
+            raise FormatError(
                 f"{what} {path}: {st.st_size} bytes, over the {cap}-byte cap"
             )
         chunks = []
@@ -39,7 +40,7 @@ def read_regular(path: Path, cap: int, what: str) -> bytes:
             remaining -= len(chunk)
         data = b"".join(chunks)
         if len(data) > cap:
-            raise MediaError(f"{what} {path}: grew past the {cap}-byte cap while read")
+            raise FormatError(f"{what} {path}: grew past the {cap}-byte cap while read")
         return data
     except OSError as exc:
         raise MediaError(f"{what} {path}: read failed ({exc.strerror})") from None

@@ -516,7 +516,7 @@ def receipt_vectors(
             "receipts-forged.kit",
             batch([r1, r2_forged, r3], 3, h(r3)),
             "bad-signature",
-            ["bad-signature", "chain-gap"],
+            ["bad-signature", "batch-incomplete", "chain-gap"],
             "receipt 2 signed by another key",
         ),
         (

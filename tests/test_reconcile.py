@@ -121,8 +121,11 @@ def test_forged_receipt_is_a_bad_signature(world: World, tmp_path: Path) -> None
     _rewrite(flow.batch, tmp_path / "forged", [*raws[:2], forged, raws[3]])
     report = _report(world, [tmp_path / "forged"])
     bad = [a for a in report.anomalies if a.code == "bad-signature"]
-    assert [a.seq for a in bad] == [3]
+    # Nothing inside an unauthenticated receipt is read, not even its seq:
+    # the anomaly names its position in the batch.
+    assert len(bad) == 1 and "item 3 of a batch" in bad[0].message
     assert "chain-gap" in _codes(report)  # and the forged one fills no gap
+    assert "batch-incomplete" in _codes(report)
 
 
 def test_forged_checkpoint_is_a_bad_signature(world: World, tmp_path: Path) -> None:
@@ -132,7 +135,23 @@ def test_forged_checkpoint_is_a_bad_signature(world: World, tmp_path: Path) -> N
         cp.host, cp.first_seq, cp.seq, cp.head, cp.time, SigningKey.generate()
     )
     _rewrite(flow.batch, tmp_path / "forged", _raw(flow.batch), forged)
-    assert _codes(_report(world, [tmp_path / "forged"])) == ["bad-signature"]
+    # Signed by a key no enrolled host has: the batch is from an unknown host,
+    # and none of its receipts is read.
+    report = _report(world, [tmp_path / "forged"])
+    assert _codes(report) == ["unknown-host"]
+    assert report.receipts == 0
+
+
+def test_damaged_checkpoint_signature_is_a_bad_signature(
+    world: World, tmp_path: Path
+) -> None:
+    flow = _run_flow(world, tmp_path / "usb")
+    raws, cp = rfmt.split_batch(flow.batch.read_bytes())
+    damaged = cp[:-1] + bytes([cp[-1] ^ 1])  # last byte of the signature
+    _rewrite(flow.batch, tmp_path / "damaged", raws, damaged)
+    report = _report(world, [tmp_path / "damaged"])
+    assert _codes(report) == ["bad-signature"]
+    assert "build-01" in report.anomalies[0].message
 
 
 def test_two_receipts_with_one_seq_are_a_fork(world: World, tmp_path: Path) -> None:

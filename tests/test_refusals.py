@@ -197,8 +197,9 @@ CASES: dict[str, Callable[[World, Path], Bad]] = {
 
 # Cases about the bundle file itself: refused before a byte is parsed.
 def oversized(w: World, out: Path) -> Bad:
+    # Too large to be a bundle: malformed input, refused before it is read.
     i = w.issue()
-    bad = _deny(i, MediaError, "unreadable", out, authenticated=False)
+    bad = _deny(i, FormatError, "malformed", out, authenticated=False)
     bad.data = i.data + bytes(bundle_fmt.CAP)
     bad.message = "cap"
     return bad
@@ -413,11 +414,12 @@ def test_read_bundle_refuses_files_that_are_not_plain_bundles(
         for path, why in (
             (link, "symbolic link"),
             (pipe, "not a regular file"),
-            (big, "cap"),
             (tmp_path / "missing.kit", "no such file"),
         ):
             with pytest.raises(MediaError, match=why):
                 host.read_bundle(path)
+        with pytest.raises(FormatError, match="over the 65536-byte cap"):
+            host.read_bundle(big)
         # Oversized bytes that reach the parser anyway are refused too.
         with pytest.raises(FormatError):
             host.authorize(big.read_bytes(), task=TASK, command=CHILD, now=T0)

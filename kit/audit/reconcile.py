@@ -14,7 +14,7 @@ from pathlib import Path
 from kit.crypto.sign import key_id
 from kit.errors import FormatError, KitError, UnauthenticatedError
 from kit.formats import receipt as rfmt
-from kit.formats.envelope import verify_envelope
+from kit.formats.envelope import parse_envelope
 from kit.host.policy import DEFAULT_LEEWAY
 from kit.media import read_media
 from kit.storage.base import HostRecord, IssuanceRecord
@@ -94,6 +94,30 @@ def _chain(
             )
 
 
+def _unauthenticated_checkpoint(
+    raw: bytes, owners: dict[str, HostRecord], source: str
+) -> Anomaly:
+    """Classify a checkpoint no enrolled key verifies, by the key ids it lists
+    (unauthenticated, so used for the wording only)."""
+    env = parse_envelope(
+        raw, label=rfmt.CHECKPOINT_LABEL, cap=rfmt.CAP, what="checkpoint"
+    )
+    named = [owners[kid].name for kid, _ in env.signatures if kid in owners]
+    if named:
+        return Anomaly(
+            "bad-signature",
+            f"the checkpoint's signature by the receipt key of {named[0]} does not "
+            "verify (forged or damaged)",
+            named[0],
+            source=source,
+        )
+    return Anomaly(
+        "unknown-host",
+        "the checkpoint is signed by a key that belongs to no enrolled host",
+        source=source,
+    )
+
+
 def reconcile(
     batches: list[Batch],
     hosts: list[HostRecord],
@@ -103,75 +127,58 @@ def reconcile(
     leeway: int = DEFAULT_LEEWAY,
 ) -> Report:
     anomalies: list[Anomaly] = []
-    keys = {h.name: h.receipt_public for h in hosts}
+    owners = {key_id(h.receipt_public): h for h in hosts}
+    receipt_keys = {kid: h.receipt_public for kid, h in owners.items()}
     chains: dict[str, dict[int, rfmt.SignedReceipt]] = defaultdict(dict)
     checkpoints: list[tuple[str, rfmt.Checkpoint]] = []
 
-    # 1. authenticate every receipt and checkpoint against its host's key
+    # 1. authenticate every checkpoint and receipt by its signing key; only
+    #    then is anything inside it read
     for batch in batches:
         try:
-            receipts, cp = rfmt.parse_batch(batch.data)
+            raws, cp_raw = rfmt.split_batch(batch.data)
+            cp, signers = rfmt.open_checkpoint(cp_raw, receipt_keys)
         except FormatError as exc:
             anomalies.append(Anomaly("malformed-batch", str(exc), source=batch.source))
             continue
-        pub = keys.get(cp.host)
-        if pub is None:
-            anomalies.append(
-                Anomaly(
-                    "unknown-host",
-                    f"batch from host {cp.host!r}, which is not enrolled",
-                    cp.host,
-                    source=batch.source,
-                )
-            )
-            continue
-        trusted = {key_id(pub): pub}
-        try:
-            verify_envelope(cp.envelope, trusted, threshold=1, what="checkpoint")
         except UnauthenticatedError:
+            anomalies.append(_unauthenticated_checkpoint(cp_raw, owners, batch.source))
+            continue
+        signer = min(signers)
+        host = owners[signer].name
+        if cp.host != host:
             anomalies.append(
                 Anomaly(
                     "bad-signature",
-                    f"checkpoint of host {cp.host} is not signed by its receipt key",
-                    cp.host,
+                    f"a checkpoint naming host {cp.host} is signed by the key of "
+                    f"{host}",
+                    host,
                     cp.seq,
                     source=batch.source,
                 )
             )
             continue
         checkpoints.append((batch.source, cp))
-        carried = sorted(sr.receipt.seq for sr in receipts)
-        if carried != list(range(cp.first_seq, cp.seq + 1)):
-            anomalies.append(
-                Anomaly(
-                    "batch-incomplete",
-                    f"host {cp.host}: the checkpoint covers receipts "
-                    f"{cp.first_seq}..{cp.seq}, the batch carries "
-                    f"{len(carried)} receipt(s) that do not match that range",
-                    cp.host,
-                    cp.seq,
-                    source=batch.source,
-                )
-            )
-        for sr in receipts:
-            r = sr.receipt
+        trusted = {signer: receipt_keys[signer]}
+        carried: list[int] = []
+        for index, raw in enumerate(raws):
             try:
-                if r.host != cp.host:
+                sr = rfmt.open_receipt(raw, trusted)
+                if sr.receipt.host != host:
                     raise UnauthenticatedError("receipt")
-                verify_envelope(sr.envelope, trusted, threshold=1, what="receipt")
             except KitError:
                 anomalies.append(
                     Anomaly(
                         "bad-signature",
-                        f"receipt {r.seq} in a batch "
-                        f"of host {cp.host} is not signed by that "
-                        "host",
-                        cp.host,
-                        r.seq,
+                        f"item {index + 1} of a batch from host {host} is not a "
+                        "receipt signed by that host",
+                        host,
                         source=batch.source,
                     )
                 )
                 continue
+            r = sr.receipt
+            carried.append(r.seq)
             known = chains[cp.host].get(r.seq)
             if known is not None and known.digest != sr.digest:
                 anomalies.append(
@@ -185,6 +192,19 @@ def reconcile(
                 )
                 continue
             chains[cp.host][r.seq] = sr
+        if sorted(carried) != list(range(cp.first_seq, cp.seq + 1)):
+            anomalies.append(
+                Anomaly(
+                    "batch-incomplete",
+                    f"host {host}: the checkpoint covers receipts "
+                    f"{cp.first_seq}..{cp.seq}, the batch carries "
+                    f"{len(carried)} authentic receipt(s) that do not match that "
+                    "range",
+                    host,
+                    cp.seq,
+                    source=batch.source,
+                )
+            )
 
     # 2. chain continuity and checkpoints
     for host, by_seq in sorted(chains.items()):

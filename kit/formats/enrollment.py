@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from kit import encoding
 from kit.crypto.sign import PUB_LEN, SigningKey, key_id
-from kit.formats.envelope import parse_envelope, seal_envelope, verify_envelope
+from kit.errors import FormatError
+from kit.formats.envelope import open_self_signed, seal_envelope
 
 LABEL = "kit/enrollment/v1"
 CAP = 4096
@@ -42,10 +44,14 @@ def make_enrollment(e: Enrollment, receipt_key: SigningKey) -> bytes:
 
 def load_enrollment(data: bytes) -> Enrollment:
     """Parse and check proof of possession of the receipt key."""
-    env = parse_envelope(data, label=LABEL, cap=CAP, what="enrollment request")
-    f = encoding.Fields(
-        encoding.decode(env.body, cap=CAP, what="enrollment body"), "enrollment request"
+    _, body = open_self_signed(
+        data,
+        label=LABEL,
+        cap=CAP,
+        what="enrollment request",
+        signing_keys=_receipt_key,
     )
+    f = encoding.Fields(body, "enrollment request")
     e = Enrollment(
         host=f.text("host", encoding.NAME_RE),
         env=f.text("env", encoding.NAME_RE),
@@ -55,10 +61,11 @@ def load_enrollment(data: bytes) -> Enrollment:
         created_at=f.time("created_at"),
     )
     f.done()
-    verify_envelope(
-        env,
-        {e.receipt_key_id: e.receipt_public},
-        threshold=1,
-        what="enrollment request",
-    )
     return e
+
+
+def _receipt_key(body: Any) -> dict[str, bytes]:
+    pub = body.get("receipt_public") if isinstance(body, dict) else None
+    if not isinstance(pub, bytes) or len(pub) != PUB_LEN:
+        raise FormatError("enrollment request has no receipt key")
+    return {key_id(pub): pub}

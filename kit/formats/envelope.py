@@ -9,12 +9,16 @@ received, never a re-encoding.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kit import encoding
 from kit.crypto.sign import SIG_LEN, SigningKey, verify_signature
 from kit.errors import FormatError, UnauthenticatedError
+
+log = logging.getLogger(__name__)
 
 MAX_SIGNATURES = 8
 
@@ -81,3 +85,47 @@ def verify_envelope(
     if len(good) < threshold:
         raise UnauthenticatedError(what)
     return frozenset(good)
+
+
+def withheld(what: str) -> FormatError:
+    """The one error for any flaw found before a signature is checked
+    (FORMAT.md 3.3): it names the object and nothing else."""
+    return FormatError(
+        f"{what} is malformed (details withheld until it is authenticated)"
+    )
+
+
+def parse_envelope_uniform(data: bytes, *, label: str, cap: int, what: str) -> Envelope:
+    """:func:`parse_envelope`, failing with the uniform error; the detail goes
+    to the debug log only."""
+    try:
+        return parse_envelope(data, label=label, cap=cap, what=what)
+    except FormatError as exc:
+        log.debug("%s refused before authentication: %s", what, exc)
+        raise withheld(what) from None
+
+
+def open_self_signed(
+    data: bytes,
+    *,
+    label: str,
+    cap: int,
+    what: str,
+    signing_keys: Callable[[Any], Mapping[str, bytes]],
+) -> tuple[Envelope, Any]:
+    """Authenticate an object that carries its own public key(s), such as a
+    trust root or an enrollment request, then return it decoded.
+
+    ``signing_keys`` picks the keys out of the decoded body; any flaw up to
+    and including the signature check raises the uniform error or
+    UnauthenticatedError. The caller then reads the fields precisely.
+    """
+    try:
+        env = parse_envelope(data, label=label, cap=cap, what=what)
+        body = encoding.decode(env.body, cap=cap, what=what)
+        keys = signing_keys(body)
+    except FormatError as exc:
+        log.debug("%s refused before authentication: %s", what, exc)
+        raise withheld(what) from None
+    verify_envelope(env, keys, threshold=1, what=what)
+    return env, body

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,13 @@ from kit import encoding
 from kit.crypto.sign import SigningKey
 from kit.errors import FormatError
 from kit.formats.bundle import MAX_ARGS
-from kit.formats.envelope import Envelope, parse_envelope, seal_envelope
+from kit.formats.envelope import (
+    Envelope,
+    parse_envelope,
+    parse_envelope_uniform,
+    seal_envelope,
+    verify_envelope,
+)
 
 LABEL = "kit/receipt/v1"
 CHECKPOINT_LABEL = "kit/checkpoint/v1"
@@ -96,9 +103,27 @@ def sign_receipt(r: Receipt, key: SigningKey) -> bytes:
     return seal_envelope(LABEL, encoding.encode(r.to_map()), [key])
 
 
+def open_receipt(data: bytes, keys: Mapping[str, bytes]) -> SignedReceipt:
+    """Authenticate a receipt against ``keys`` (key id -> Ed25519 public key),
+    then decode it (FORMAT.md 7.4).
+
+    Before the signature is checked every flaw gives one uniform FormatError;
+    after it, errors name the field.
+    """
+    env = parse_envelope_uniform(data, label=LABEL, cap=CAP, what="receipt")
+    verify_envelope(env, keys, threshold=1, what="receipt")
+    return SignedReceipt(_decode_receipt(env), env)
+
+
 def parse_receipt(data: bytes) -> SignedReceipt:
-    """Structural parse; the caller checks the host signature."""
+    """Decode without checking the signature: only for receipts kit itself
+    wrote and holds (the host's own journal). Untrusted input goes through
+    :func:`open_receipt`."""
     env = parse_envelope(data, label=LABEL, cap=CAP, what="receipt")
+    return SignedReceipt(_decode_receipt(env), env)
+
+
+def _decode_receipt(env: Envelope) -> Receipt:
     f = encoding.Fields(
         encoding.decode(env.body, cap=CAP, what="receipt body"), "receipt"
     )
@@ -129,7 +154,7 @@ def parse_receipt(data: bytes) -> SignedReceipt:
     f.done()
     if (r.event == "deny") != bool(r.reason):
         raise FormatError("receipt: a reason is required on denials and only there")
-    return SignedReceipt(r, env)
+    return r
 
 
 def sign_checkpoint(
@@ -141,8 +166,25 @@ def sign_checkpoint(
     return seal_envelope(CHECKPOINT_LABEL, body, [key])
 
 
+def open_checkpoint(
+    data: bytes, keys: Mapping[str, bytes]
+) -> tuple[Checkpoint, frozenset[str]]:
+    """Authenticate a checkpoint against ``keys``, then decode it; also return
+    the ids of the keys whose signatures verified."""
+    env = parse_envelope_uniform(
+        data, label=CHECKPOINT_LABEL, cap=CAP, what="checkpoint"
+    )
+    signers = verify_envelope(env, keys, threshold=1, what="checkpoint")
+    return _decode_checkpoint(env), signers
+
+
 def parse_checkpoint(data: bytes) -> Checkpoint:
+    """Decode without checking the signature (kit's own data only)."""
     env = parse_envelope(data, label=CHECKPOINT_LABEL, cap=CAP, what="checkpoint")
+    return _decode_checkpoint(env)
+
+
+def _decode_checkpoint(env: Envelope) -> Checkpoint:
     f = encoding.Fields(
         encoding.decode(env.body, cap=CAP, what="checkpoint body"), "checkpoint"
     )
@@ -165,6 +207,13 @@ def encode_batch(receipts: list[bytes], checkpoint: bytes) -> bytes:
 
 
 def parse_batch(data: bytes) -> tuple[list[SignedReceipt], Checkpoint]:
+    """Decode a whole batch without checking signatures (kit's own data only)."""
+    receipts, cp = split_batch(data)
+    return [parse_receipt(i) for i in receipts], parse_checkpoint(cp)
+
+
+def split_batch(data: bytes) -> tuple[list[bytes], bytes]:
+    """The unsigned container: the receipts' and the checkpoint's raw bytes."""
     obj = encoding.decode(data, cap=BATCH_CAP, what="receipt batch")
     if not isinstance(obj, list) or len(obj) != 3 or obj[0] != BATCH_LABEL:
         raise FormatError(
@@ -179,7 +228,7 @@ def parse_batch(data: bytes) -> tuple[list[SignedReceipt], Checkpoint]:
         raise FormatError("receipt batch: receipts must be an array of byte strings")
     if not isinstance(cp, bytes):
         raise FormatError("receipt batch: checkpoint must be bytes")
-    return [parse_receipt(i) for i in items], parse_checkpoint(cp)
+    return items, cp
 
 
 def receipt_hash(raw: bytes) -> bytes:

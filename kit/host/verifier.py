@@ -29,14 +29,11 @@ from datetime import UTC, datetime
 
 from kit.errors import DeniedError, FormatError
 from kit.formats.bundle import Bundle, Claims, decode_claims, parse_bundle
-from kit.formats.envelope import verify_envelope
+from kit.formats.envelope import verify_envelope, withheld
 from kit.formats.trustroot import TrustRoot
 from kit.host.policy import HostPolicy
 
 log = logging.getLogger(__name__)
-
-# The one message for every flaw found before the signature is checked.
-MALFORMED = "bundle is malformed (details withheld until it is authenticated)"
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ def authenticate(data: bytes, root: TrustRoot) -> Verified:
         bundle = parse_bundle(data)
     except FormatError as exc:
         log.debug("bundle refused before authentication: %s", exc)
-        raise FormatError(MALFORMED) from None
+        raise withheld("bundle") from None
     signers = verify_envelope(
         bundle.envelope, root.keys_for("issuer"), threshold=1, what="bundle"
     )
