@@ -7,9 +7,11 @@ on the database lock instead of racing on counts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from kit.errors import HomeError, JournalError
@@ -203,6 +205,22 @@ class SqliteHostState:
         )
         return seq + 1, raw
 
+    @contextlib.contextmanager
+    def _writing(self, failure: str) -> Iterator[None]:
+        """One IMMEDIATE transaction: committed (and synced) on leaving, rolled
+        back on any exception; a database error becomes JournalError."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise JournalError(f"{failure} ({exc})") from None
+
     def release(
         self,
         bundle_id: str,
@@ -211,42 +229,21 @@ class SqliteHostState:
         build: ReceiptBuilder,
         floor: int,
     ) -> tuple[int, bytes] | list[UseRecord]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                spent = self.uses(bundle_id)
-                if len(spent) >= max_uses:
-                    self._db.execute("ROLLBACK")
-                    return spent
-                use = len(spent) + 1
-                seq, raw = self._insert(build, use, floor)
-                self._db.execute(
-                    "INSERT INTO uses VALUES (?, ?, ?, ?)", (bundle_id, use, now, seq)
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise JournalError(
-                f"the release receipt could not be written ({exc}); "
-                "nothing was released"
-            ) from None
+        failure = "the release receipt could not be written; nothing was released"
+        with self._writing(failure):
+            spent = self.uses(bundle_id)
+            if len(spent) >= max_uses:
+                return spent  # nothing written
+            use = len(spent) + 1
+            seq, raw = self._insert(build, use, floor)
+            self._db.execute(
+                "INSERT INTO uses VALUES (?, ?, ?, ?)", (bundle_id, use, now, seq)
+            )
         return use, raw
 
     def append(self, build: ReceiptBuilder, floor: int) -> bytes:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                _, raw = self._insert(build, 0, floor)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise JournalError(f"a receipt could not be written ({exc})") from None
+        with self._writing("a receipt could not be written"):
+            _, raw = self._insert(build, 0, floor)
         return raw
 
     def uses(self, bundle_id: str) -> list[UseRecord]:
