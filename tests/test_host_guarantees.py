@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import KIT, T0, World, child_argv
 
-from kit.errors import DeniedError, HomeError, JournalError
+from kit.errors import DeniedError, FormatError, HomeError, JournalError
 from kit.host.policy import FILE as POLICY_FILE
 
 HOUR = 3600
@@ -308,3 +308,42 @@ def test_host_status_reports_state_and_problems(world: World, tmp_path: Path) ->
     done = world.kit("host", "status", "--home", home)
     assert done.returncode == 1
     assert b"PROBLEM" in done.stdout and b"behind its own counter" in done.stdout
+
+
+def test_issuer_claim_must_name_the_signing_key(world: World, tmp_path: Path) -> None:
+    forged = world.forge(world.signer.key, issuer="0" * 32)  # genuine signature
+    exc = _deny(world, forged.data, T0, tmp_path / "out")
+    assert exc.code == "issuer-mismatch"
+    assert "signed by" in str(exc)
+    assert world.receipts()[-1].reason == "issuer-mismatch"
+
+
+def test_expired_trust_root_refuses_every_release(world: World, tmp_path: Path) -> None:
+    host = world.host()
+    expiry = host.root.expires_at
+    host.close()
+    late = world.issue(now=expiry + 10)
+    exc = _deny(world, late.data, expiry + 20, tmp_path / "out")
+    assert exc.code == "trust-root-expired"
+    assert "expired 20 s ago" in str(exc)
+
+
+def test_refusals_never_raise_the_clock_floor(world: World, tmp_path: Path) -> None:
+    """A run with the clock far ahead that is refused leaves the floor alone,
+    so a one-off clock glitch cannot lock the host out."""
+    _release(world, world.issue().data, T0, tmp_path / "a")
+    floor = _floor(world)
+    host = world.host()
+    try:
+        with pytest.raises(FormatError):
+            host.authorize(
+                b"not a bundle",
+                task="nightly-export",
+                command=child_argv(tmp_path / "b"),
+                now=T0 + 30 * 24 * HOUR,
+            )
+    finally:
+        host.close()
+    _deny(world, world.issue(task="other").data, T0 + 5 * HOUR, tmp_path / "c")
+    assert _floor(world) == floor
+    _release(world, world.issue(now=T0 + 60).data, T0 + 60, tmp_path / "d")

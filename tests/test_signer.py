@@ -11,7 +11,10 @@ from conftest import PASSPHRASE, T0, World
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from kit.crypto.seal import SealingKey
+from kit.crypto.sign import SigningKey
 from kit.errors import FormatError, HomeError, UnauthenticatedError, UsageError
+from kit.formats.enrollment import Enrollment, make_enrollment
 from kit.host.host import init_host
 from kit.signer.signer import DIGEST_INFO, KEY_FILE, Signer
 
@@ -211,3 +214,31 @@ def test_tampered_enrollment_is_refused(world: World, tmp_path: Path) -> None:
             world.signer.enroll(bad, T0)
     assert world.signer.ledger.get_host("build-04") is None
     assert world.signer.enroll(request, T0).host == "build-04"
+
+
+def test_same_keys_under_another_name_are_refused(world: World) -> None:
+    home = world.host_home("build-01")
+    rkey = SigningKey((home / "receipt.key").read_bytes())
+    hpke = SealingKey((home / "hpke.key").read_bytes())
+    request = make_enrollment(
+        Enrollment(
+            "build-99",
+            "prod",
+            hpke.public_key,
+            rkey.public_key,
+            hashlib.sha256(world.root_bytes).digest(),
+            T0,
+        ),
+        rkey,
+    )
+    with pytest.raises(UsageError, match="already enrolled as host build-01"):
+        world.signer.enroll(request, T0)
+    assert world.signer.ledger.get_host("build-99") is None
+
+
+def test_databases_are_private(world: World) -> None:
+    for db in (
+        world.signer_home / "ledger.db",
+        world.host_home("build-01") / "state.db",
+    ):
+        assert db.stat().st_mode & 0o777 == 0o600

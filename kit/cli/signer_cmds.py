@@ -30,6 +30,7 @@ from kit.duration import parse_duration
 from kit.errors import FormatError, UsageError
 from kit.formats.bundle import MAX_SECRET, decode_claims, parse_bundle
 from kit.fsutil import atomic_write, read_regular
+from kit.host.policy import DEFAULT_LEEWAY, MAX_LEEWAY
 from kit.media import write_media
 from kit.signer.signer import ROOT_FILE, IssueRequest, Signer, init_signer
 
@@ -272,6 +273,15 @@ def reconcile_cmd(
     folders: Annotated[list[Path], typer.Argument(help="Folders of receipt batches.")],
     home: HomeOpt = None,
     json_out: JsonOpt = False,
+    leeway: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=MAX_LEEWAY,
+            help="Clock skew, in seconds, allowed when judging whether a release "
+            "fell within a bundle's validity; use the hosts' policy leeway.",
+        ),
+    ] = DEFAULT_LEEWAY,
 ) -> None:
     """Match receipts to the ledger: per-bundle status and every anomaly.
 
@@ -287,6 +297,7 @@ def reconcile_cmd(
             signer.ledger.hosts(),
             signer.ledger.bundles(),
             now=int(time.time()),
+            leeway=leeway,
         )
     finally:
         signer.close()

@@ -216,7 +216,7 @@ class Host:
                     reason=reason_code(exc),
                     detail=str(exc),
                 ),
-                floor=now,
+                floor=0,  # a refusal never raises the floor (FORMAT.md 7.3)
             )
         except JournalError as jexc:
             raise JournalError(
@@ -375,12 +375,7 @@ class Host:
 
     def status(self, now: int) -> dict[str, Any]:
         """What an operator asks of a host, and every problem found."""
-        problems: list[str] = []
-        for f in (HPKE_KEY, RECEIPT_KEY):
-            try:
-                check_private(self.home / f)
-            except HomeError as exc:
-                problems.append(str(exc))
+        problems: list[str] = []  # key file permissions are checked on opening
         try:
             self.state.check_journal()
         except JournalError as exc:
@@ -456,7 +451,7 @@ class Host:
                 if data == read_regular(self.home / ROOT_FILE, 1 << 16, "trust root"):
                     continue
                 staged.append(authenticate(data, self.root))
-            except (FormatError, UnauthenticatedError) as exc:
+            except (FormatError, UnauthenticatedError, DeniedError) as exc:
                 raise MediaError(f"{folder / name}: {exc}; nothing imported") from None
         for v in staged:
             atomic_write(self.inbox_path(v.claims.bundle_id), v.bundle.envelope.raw)

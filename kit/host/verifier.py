@@ -102,7 +102,8 @@ def check_scope(
         raise DeniedError(
             "trust-root-expired",
             f"the pinned trust root expired {_span(now - root.expires_at)} ago; "
-            "import a fresh one",
+            "get a renewed trust root from the signer and set the host up again "
+            "with it (kit host init)",
         )
     if now + leeway < floor:
         raise DeniedError(

@@ -118,6 +118,14 @@ class Signer:
                 f"({e.trust_root.hex()[:16]}...), not this signer's "
                 f"({self.root.digest.hex()[:16]}...)"
             )
+        for other in self.ledger.hosts():
+            if e.receipt_public == other.receipt_public or (
+                e.hpke_public == other.hpke_public
+            ):
+                raise UsageError(
+                    f"host {e.host}'s keys are already enrolled as host {other.name}; "
+                    "each host needs keys of its own"
+                )
         existing = self.ledger.get_host(e.host)
         if existing is not None:
             raise UsageError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +23,15 @@ GENESIS = bytes(32)
 
 def _connect(path: Path, schema: str) -> sqlite3.Connection:
     try:
+        # Private from the first byte; SQLite gives its journal the same mode.
+        if not os.path.lexists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA journal_mode=DELETE")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(schema)
-    except sqlite3.Error as exc:
+    except (OSError, sqlite3.Error) as exc:
         raise HomeError(f"cannot open database {path}: {exc}") from None
     return conn
 
