@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: $(STAMP) sysdeps lint
+	$(BIN)/kit policy check bundles
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc

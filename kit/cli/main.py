@@ -11,6 +11,7 @@ from kit import __version__
 from kit.cli.common import STATE
 from kit.cli.host_cmds import host_app, receipts_app, run, verify
 from kit.cli.host_cmds import import_cmd as import_media
+from kit.cli.policy_cmds import policy_app
 from kit.cli.signer_cmds import enroll, export, issue, reconcile_cmd, signer_app
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(signer_app, name="signer")
 app.add_typer(host_app, name="host")
 app.add_typer(receipts_app, name="receipts")
+app.add_typer(policy_app, name="policy")
 app.command("enroll")(enroll)
 app.command("issue")(issue)
 app.command("export")(export)
