@@ -25,6 +25,8 @@ TIME_MAX = 4_102_444_800
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 HEX32_RE = re.compile(r"[0-9a-f]{32}")
 ENV_VAR_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+# An accountable owner: a name or a team mailbox, lower case.
+OWNER_RE = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}(@[a-z0-9][a-z0-9.-]{0,127})?")
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

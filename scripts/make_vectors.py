@@ -114,10 +114,9 @@ def hpke_seal(public: bytes, info: bytes, plaintext: bytes, eph_label: str) -> b
 
 def raw_map(pairs: list[tuple[str, bytes]]) -> bytes:
     """A msgpack map from already-encoded values, in the order given."""
-    assert len(pairs) < 16  # noqa: S101 - a fixmap header is enough here
-    return bytes([0x80 | len(pairs)]) + b"".join(
-        encoding.encode(k) + v for k, v in pairs
-    )
+    n = len(pairs)
+    head = bytes([0x80 | n]) if n < 16 else b"\xde" + n.to_bytes(2, "big")
+    return head + b"".join(encoding.encode(k) + v for k, v in pairs)
 
 
 def envelope(label: str, body: bytes, sigs: list[list[Any]]) -> bytes:
@@ -146,6 +145,11 @@ def claims_map(**changes: Any) -> dict[str, Any]:
         "not_before": NOW - 3600,
         "expires_at": NOW + 8 * 3600,
         "max_uses": 2,
+        "identity": "",
+        "declaration": b"",
+        "datasets": ["exports"],
+        "risk": "low",
+        "delivery": ["env", "fd", "file", "stdin"],
     }
     c.update(changes)
     return c

@@ -8,7 +8,6 @@ library calls a host, signer or auditor makes. See tests/vectors/README.md.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from kit.formats import manifest as sums
 from kit.formats.bundle import MAX_LIFETIME, MAX_USES, decode_claims, parse_bundle
 from kit.formats.enrollment import load_enrollment
 from kit.formats.trustroot import TrustRoot, load_trust_root
-from kit.host.verifier import HostIdentity, authenticate, check_scope
+from kit.host.policy import HostPolicy
+from kit.host.verifier import HostIdentity, Request, authenticate, check_scope
 from kit.storage.base import HostRecord, IssuanceRecord
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -105,32 +105,23 @@ def test_enrollment(entry: dict[str, Any]) -> None:
 
 
 def scope_kwargs(now: int) -> dict[str, Any]:
-    """The host-side inputs of check_scope beyond the bundle: identity, clock,
-    and (where the verifier takes them) a policy and clock floor that leave
-    the manifest's leeway as the only host-specific setting."""
+    """The host-side inputs of check_scope beyond the bundle: identity, policy
+    (the manifest's leeway is its only host-specific setting), clock floor,
+    request and clock."""
     h = MANIFEST["host"]
-    kwargs: dict[str, Any] = {
+    return {
         "root": pinned_root(),
         "host": HostIdentity(h["name"], h["env"], key_id(host_key().public_key)),
-        "task": MANIFEST["task"],
-        "command": tuple(MANIFEST["command"]),
-        "now": now,
-    }
-    accepted = inspect.signature(check_scope).parameters
-    if "policy" in accepted:
-        from kit.host.policy import HostPolicy
-
-        kwargs["policy"] = HostPolicy(
+        "policy": HostPolicy(
             environments=(h["env"],),
             max_lifetime=MAX_LIFETIME,
             max_uses=MAX_USES,
             leeway=MANIFEST["leeway"],
-        )
-    if "floor" in accepted:
-        kwargs["floor"] = MANIFEST["floor"]
-    if "leeway" in accepted:
-        kwargs["leeway"] = MANIFEST["leeway"]
-    return kwargs
+        ),
+        "floor": MANIFEST["floor"],
+        "request": Request(MANIFEST["task"], tuple(MANIFEST["command"])),
+        "now": now,
+    }
 
 
 def open_bundle(data: bytes, now: int) -> bytes:

@@ -7,6 +7,7 @@ with no interfaces.
 from __future__ import annotations
 
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -25,8 +26,9 @@ from kit.cli.common import (
 )
 from kit.cli.signer_cmds import utc
 from kit.errors import KitError, UsageError
+from kit.formats.bundle import Claims
 from kit.fsutil import atomic_write, read_regular
-from kit.host.host import Host, init_host
+from kit.host.host import Host, init_host, reason_code
 from kit.host.runner import Delivery, resolve, run_child
 
 host_app = typer.Typer(
@@ -39,6 +41,14 @@ receipts_app = typer.Typer(
 BundleArg = Annotated[
     str,
     typer.Argument(help="Bundle file, or the id of a bundle staged by 'kit import'."),
+]
+DatasetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dataset",
+        help="A dataset the task will touch; must be in the bundle's list "
+        "(repeatable).",
+    ),
 ]
 TaskOpt = Annotated[str, typer.Option(help="The task being run; must match exactly.")]
 
@@ -149,14 +159,25 @@ def _command(text: str | None) -> tuple[str, ...] | None:
 
 
 def _read_or_deny(
-    host: Host, ref: str, *, task: str, command: tuple[str, ...], action: str
+    host: Host,
+    ref: str,
+    *,
+    task: str,
+    command: tuple[str, ...],
+    action: str,
+    datasets: tuple[str, ...] = (),
 ) -> bytes:
     """Read the bundle; an unreadable one is still a decision and gets a receipt."""
     try:
         return host.read_bundle(_bundle_path(host, ref))
     except KitError as exc:
         host.record_unreadable(
-            exc, task=task, command=command, action=action, now=int(time.time())
+            exc,
+            task=task,
+            command=command,
+            action=action,
+            now=int(time.time()),
+            datasets=datasets,
         )
         raise
 
@@ -171,6 +192,11 @@ def verify(
             help="Also check this command line is allowed, e.g. 'python3 job.py'."
         ),
     ] = None,
+    dataset: DatasetOpt = None,
+    deliver: Annotated[
+        str | None,
+        typer.Option(help="Also check this delivery mode is allowed."),
+    ] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -181,14 +207,31 @@ def verify(
 
     Example: kit verify 3f2a...c1 --task nightly-export --command 'python3 job.py'
     """
+    datasets = tuple(dataset or ())
     host = Host(home_path(home))
     try:
         argv = _command(command)
         data = _read_or_deny(
-            host, bundle, task=task, command=argv or (), action="verify"
+            host,
+            bundle,
+            task=task,
+            command=argv or (),
+            action="verify",
+            datasets=datasets,
         )
-        v = host.check(data, task=task, command=argv, now=int(time.time()))
+        v = host.check(
+            data,
+            task=task,
+            command=argv,
+            now=int(time.time()),
+            datasets=datasets,
+            delivery=deliver,
+        )
         left = v.claims.max_uses - len(host.state.uses(v.claims.bundle_id))
+    except KitError as exc:
+        if json_out:
+            emit_json({"ok": False, "reason": reason_code(exc), "message": str(exc)})
+        raise
     finally:
         host.close()
     c = v.claims
@@ -235,6 +278,13 @@ def run(
             "LOGNAME, SHELL, TMPDIR and PWD.",
         ),
     ] = None,
+    dataset: DatasetOpt = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="Release a high-risk bundle without asking on a terminal."
+        ),
+    ] = False,
 ) -> None:
     """Verify a bundle, record a receipt, then run CMD with the secret.
 
@@ -245,12 +295,22 @@ def run(
     Example: kit run 3f2a...c1 --task nightly-export -- python3 job.py
     """
     argv = tuple(command)
+    datasets = tuple(dataset or ())
     delivery = Delivery(deliver, tuple(keep_env or ()))
     host = Host(home_path(home))
     try:
-        data = _read_or_deny(host, bundle, task=task, command=argv, action="run")
+        data = _read_or_deny(
+            host, bundle, task=task, command=argv, action="run", datasets=datasets
+        )
         release = host.authorize(
-            data, task=task, command=argv, now=int(time.time()), resolve=resolve
+            data,
+            task=task,
+            command=argv,
+            now=int(time.time()),
+            datasets=datasets,
+            delivery=deliver,
+            resolve=resolve,
+            confirm=None if yes or not sys.stdin.isatty() else _confirm,
         )
         say(
             f"kit: released bundle {release.verified.claims.bundle_id} "
@@ -267,6 +327,22 @@ def run(
         host.close()
     # A child ended by signal N reports -N; the shell convention is 128 + N.
     raise typer.Exit(status if status >= 0 else 128 - status)
+
+
+def _confirm(c: Claims) -> bool:
+    """Show a high-risk bundle's claims on the terminal and ask."""
+    say(f"kit: bundle {c.bundle_id} is HIGH risk")
+    say(f"  identity {c.identity or '(ad hoc)'}, owner {c.owner}")
+    say(f"  env {c.env}, task {c.task}, expires {utc(c.expires_at)}")
+    say(f"  commands: {'; '.join(' '.join(p) for p in c.commands)}")
+    say(f"  datasets: {', '.join(c.datasets) or 'none'}")
+    answer = typer.prompt(
+        "Release the secret for this run? [y/N]",
+        default="",
+        show_default=False,
+        err=True,
+    )
+    return answer.strip().lower() in ("y", "yes")
 
 
 @receipts_app.command("export")

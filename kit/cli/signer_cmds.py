@@ -28,10 +28,17 @@ from kit.cli.common import (
 from kit.crypto.atrest import PROFILES
 from kit.duration import parse_duration
 from kit.errors import FormatError, UsageError
-from kit.formats.bundle import MAX_SECRET, decode_claims, parse_bundle
+from kit.formats.bundle import (
+    DELIVERY_MODES,
+    MAX_SECRET,
+    RISKS,
+    decode_claims,
+    parse_bundle,
+)
 from kit.fsutil import atomic_write, read_regular
 from kit.host.policy import DEFAULT_LEEWAY, MAX_LEEWAY
 from kit.media import write_media
+from kit.signer.identity import Identity, load_identities
 from kit.signer.signer import ROOT_FILE, IssueRequest, Signer, init_signer
 
 signer_app = typer.Typer(
@@ -109,17 +116,56 @@ def enroll(
 @handled()
 def issue(
     host: Annotated[str, typer.Option(help="Enrolled host to seal the secret to.")],
-    env: Annotated[str, typer.Option(help="Environment; must be the host's.")],
-    task: Annotated[str, typer.Option(help="The one task this bundle is for.")],
-    ttl: Annotated[str, typer.Option(help="Lifetime from now, e.g. 15m, 8h, 2d.")],
+    identity: Annotated[
+        str | None,
+        typer.Option(
+            help="Workflow identity declared in the bundles folder; the request "
+            "must fit within its declaration, which also supplies the defaults."
+        ),
+    ] = None,
+    bundles_dir: Annotated[
+        Path,
+        typer.Option(
+            "--bundles", envvar="KIT_BUNDLES", help="Folder of identity declarations."
+        ),
+    ] = Path("bundles"),
+    env: Annotated[
+        str | None, typer.Option(help="Environment; must be the host's.")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="The one task this bundle is for.")
+    ] = None,
+    ttl: Annotated[
+        str | None, typer.Option(help="Lifetime from now, e.g. 15m, 8h, 2d.")
+    ] = None,
     command: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--command",
-            help="Allowed command prefix, e.g. 'python3 job.py' "
-            "(repeatable; at least one).",
+            help="Allowed command prefix, e.g. 'python3 job.py' (repeatable; at "
+            "least one; default with --identity: every declared one).",
         ),
-    ],
+    ] = None,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dataset",
+            help="Dataset the task may touch (repeatable; default with "
+            "--identity: every declared one).",
+        ),
+    ] = None,
+    risk: Annotated[
+        str | None,
+        typer.Option(help="low, medium or high (ad hoc only; else declared)."),
+    ] = None,
+    deliver: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-deliver",
+            help="Delivery mode the host may use: env, fd, file, stdin "
+            "(repeatable; default all).",
+        ),
+    ] = None,
     home: HomeOpt = None,
     max_uses: Annotated[int, typer.Option(help="How many releases are allowed.")] = 1,
     secret_name: Annotated[
@@ -132,7 +178,8 @@ def issue(
         bool, typer.Option(help="Read the secret from standard input.")
     ] = False,
     owner: Annotated[
-        str | None, typer.Option(help="Accountable owner (default: the signer's name).")
+        str | None,
+        typer.Option(help="Accountable owner (ad hoc only; default: the signer)."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Also write the bundle here.")
@@ -142,43 +189,50 @@ def issue(
 ) -> None:
     """Seal a secret to one host for one env and task, sign it, record it.
 
+    With --identity the request is checked against that workflow's
+    declaration in bundles/ and refused, naming the field, when it is wider.
     The ledger records the claims and a keyed digest of the secret, never the
     secret itself.
 
-    Example: kit issue --host build-01 --env prod --task nightly-export
-    --ttl 8h --command 'python3 export.py' --secret-file token.txt
+    Example: kit issue --identity nightly-migration-prod --host db-01
+    --secret-file token.txt
     """
     if (secret_file is None) == (not secret_stdin):
         raise UsageError("give exactly one of --secret-file or --secret-stdin")
-    if secret_file is not None:
-        secret = read_regular(secret_file, MAX_SECRET + 2, "secret file")
+    now = int(time.time())
+    ident = _identity(identity, bundles_dir, now) if identity else None
+    if ident is not None:
+        if risk is not None or owner is not None:
+            raise UsageError("--risk and --owner come from the declaration")
+        env = env or ident.environment
+        task = task or ident.task
+        ttl = ttl or str(ident.max_lifetime)
+        commands = _commands(command) if command else ident.commands
+        datasets = tuple(dataset) if dataset is not None else ident.datasets
     else:
-        secret = sys.stdin.buffer.read(MAX_SECRET + 2)
-    secret = secret.rstrip(b"\r\n") if secret.endswith(b"\n") else secret
-    if b"\x00" in secret:
-        raise UsageError(
-            "the secret contains a NUL byte and cannot be delivered in "
-            "an environment variable"
-        )
-    commands = []
-    for c in command:
-        try:
-            argv = tuple(shlex.split(c))
-        except ValueError as exc:
-            raise UsageError(f"--command {c!r}: {exc}") from None
-        if not argv:
-            raise UsageError("--command must not be empty")
-        commands.append(argv)
+        if env is None or task is None or ttl is None or not command:
+            raise UsageError(
+                "without --identity, give --env, --task, --ttl and --command"
+            )
+        commands = _commands(command)
+        datasets = tuple(dataset or ())
     try:
         for value, what, pattern in (
             (host, "--host", encoding.NAME_RE),
             (env, "--env", encoding.NAME_RE),
             (task, "--task", encoding.NAME_RE),
             (secret_name, "--secret-name", encoding.ENV_VAR_RE),
+            *((d, "--dataset", encoding.NAME_RE) for d in datasets),
         ):
             encoding.check_text(value, what, pattern)
     except FormatError as exc:
         raise UsageError(str(exc)) from None
+    modes = tuple(dict.fromkeys(deliver)) if deliver else DELIVERY_MODES
+    if any(m not in DELIVERY_MODES for m in modes):
+        raise UsageError(f"--allow-deliver takes {', '.join(DELIVERY_MODES)}")
+    if risk is not None and risk not in RISKS:
+        raise UsageError(f"--risk takes {', '.join(RISKS)}")
+    secret = _read_secret(secret_file)
     signer = Signer(home_path(home))
     try:
         signer.unlock(read_passphrase(passphrase_file))
@@ -191,10 +245,14 @@ def issue(
                 ttl=parse_duration(ttl, "--ttl"),
                 max_uses=max_uses,
                 secret_name=secret_name,
-                owner=owner or signer.root.name,
+                owner=ident.owner if ident else (owner or signer.root.name),
+                datasets=datasets,
+                risk=ident.risk if ident else (risk or "low"),
+                delivery=modes,
+                identity=ident,
             ),
             secret,
-            int(time.time()),
+            now,
         )
         del secret
         path = signer.outbox_path(claims.bundle_id)
@@ -207,20 +265,67 @@ def issue(
         emit_json(
             {
                 "bundle_id": claims.bundle_id,
+                "identity": claims.identity,
                 "host": claims.host,
                 "env": claims.env,
                 "task": claims.task,
+                "risk": claims.risk,
                 "expires_at": claims.expires_at,
                 "max_uses": claims.max_uses,
                 "path": str(out or path),
             }
         )
+    who = f"identity {claims.identity}, " if claims.identity else "ad hoc, "
     say(
-        f"issued bundle {claims.bundle_id}: host {claims.host}, env {claims.env}, "
-        f"task {claims.task}, {claims.max_uses} use(s), expires "
-        f"{utc(claims.expires_at)}"
+        f"issued bundle {claims.bundle_id}: {who}host {claims.host}, env "
+        f"{claims.env}, task {claims.task}, {claims.risk} risk, "
+        f"{claims.max_uses} use(s), expires {utc(claims.expires_at)}"
     )
     say(f"written to {out or path}")
+
+
+def _identity(name: str, folder: Path, now: int) -> Identity:
+    """The named declaration, from a folder that passes ``kit policy check``."""
+    check = load_identities(folder, now=now)
+    if not check.ok:
+        raise UsageError(
+            f"{folder} has {len(check.problems)} problem(s); run "
+            f"'kit policy check {folder}' and fix them before issuing"
+        )
+    for ident in check.identities:
+        if ident.name == name:
+            return ident
+    raise UsageError(
+        f"no identity {name!r} is declared in {folder} (deleted declarations "
+        "count as retired)"
+    )
+
+
+def _commands(texts: list[str]) -> tuple[tuple[str, ...], ...]:
+    commands = []
+    for c in texts:
+        try:
+            argv = tuple(shlex.split(c))
+        except ValueError as exc:
+            raise UsageError(f"--command {c!r}: {exc}") from None
+        if not argv:
+            raise UsageError("--command must not be empty")
+        commands.append(argv)
+    return tuple(commands)
+
+
+def _read_secret(secret_file: Path | None) -> bytes:
+    if secret_file is not None:
+        secret = read_regular(secret_file, MAX_SECRET + 2, "secret file")
+    else:
+        secret = sys.stdin.buffer.read(MAX_SECRET + 2)
+    secret = secret.rstrip(b"\r\n") if secret.endswith(b"\n") else secret
+    if b"\x00" in secret:
+        raise UsageError(
+            "the secret contains a NUL byte and cannot be delivered in "
+            "an environment variable"
+        )
+    return secret
 
 
 @handled()

@@ -26,6 +26,10 @@ MAX_USES = 1000
 MAX_COMMANDS = 16
 MAX_ARGS = 32
 ARG_RE = re.compile(r"[^\x00]{1,256}")
+MAX_DATASETS = 32
+RISKS = ("low", "medium", "high")
+# How the secret may reach the child (kit/host/runner.py).
+DELIVERY_MODES = ("env", "fd", "file", "stdin")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,13 @@ class Claims:
     not_before: int
     expires_at: int
     max_uses: int
+    # Issue 5 axes. Python defaults exist for callers only: on the wire every
+    # field is required (FORMAT.md 5.2).
+    identity: str = ""  # the workflow identity; "" for an ad-hoc bundle
+    declaration: bytes = b""  # SHA-256 of the identity's declaration file
+    datasets: tuple[str, ...] = ()
+    risk: str = "low"
+    delivery: tuple[str, ...] = DELIVERY_MODES
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -59,6 +70,11 @@ class Claims:
             "not_before": self.not_before,
             "expires_at": self.expires_at,
             "max_uses": self.max_uses,
+            "identity": self.identity,
+            "declaration": self.declaration,
+            "datasets": list(self.datasets),
+            "risk": self.risk,
+            "delivery": list(self.delivery),
         }
 
 
@@ -120,7 +136,7 @@ def decode_claims(claims_bytes: bytes) -> Claims:
     c = Claims(
         bundle_id=f.text("bundle_id", encoding.HEX32_RE),
         issuer=f.text("issuer", encoding.HEX32_RE),
-        owner=f.text("owner", encoding.NAME_RE),
+        owner=f.text("owner", encoding.OWNER_RE),
         host=f.text("host", encoding.NAME_RE),
         host_key=f.text("host_key", encoding.HEX32_RE),
         env=f.text("env", encoding.NAME_RE),
@@ -131,14 +147,41 @@ def decode_claims(claims_bytes: bytes) -> Claims:
         not_before=f.time("not_before"),
         expires_at=f.time("expires_at"),
         max_uses=f.integer("max_uses", 1, MAX_USES),
+        identity=f.text("identity", max_len=63),
+        declaration=f.binary("declaration", max_len=32),
+        datasets=_names(f.array("datasets", MAX_DATASETS), "datasets"),
+        risk=f.choice("risk", RISKS),
+        delivery=_names(f.array("delivery", len(DELIVERY_MODES)), "delivery"),
     )
     f.done()
     check_claims_shape(c)
     return c
 
 
+def _names(items: list[Any], field: str) -> tuple[str, ...]:
+    names = tuple(
+        encoding.check_text(v, f"bundle claims {field}", encoding.NAME_RE)
+        for v in items
+    )
+    if len(set(names)) != len(names):
+        raise FormatError(f"bundle claims {field}: a name is listed twice")
+    return names
+
+
 def check_claims_shape(c: Claims) -> None:
     """Relations between fields that hold for every valid bundle."""
+    if c.identity:
+        encoding.check_text(c.identity, "bundle claims identity", encoding.NAME_RE)
+    if len(c.declaration) != (32 if c.identity else 0):
+        raise FormatError(
+            "bundle claims: declaration must be the 32-byte digest of the "
+            "identity's declaration, and empty for an ad-hoc bundle"
+        )
+    if not c.delivery or any(m not in DELIVERY_MODES for m in c.delivery):
+        raise FormatError(
+            "bundle claims delivery: expected a non-empty list from "
+            + ", ".join(DELIVERY_MODES)
+        )
     if not c.commands:
         raise FormatError(
             "bundle claims: commands is empty; an empty scope allows nothing"

@@ -16,7 +16,7 @@ from typing import Any
 from kit import encoding
 from kit.crypto.sign import SigningKey
 from kit.errors import FormatError
-from kit.formats.bundle import MAX_ARGS
+from kit.formats.bundle import MAX_ARGS, MAX_DATASETS
 from kit.formats.envelope import (
     Envelope,
     parse_envelope,
@@ -39,6 +39,7 @@ MAX_SEQ = 1 << 62
 # are allowed here (unlike in bundle claims); longer ones are cut by the host.
 RECEIPT_ARG_RE = re.compile(r"[^\x00]{0,256}")
 MAX_TASK = 63
+RECEIPT_NAME_RE = re.compile(r"[^\x00]{1,63}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Receipt:
     use: int  # 1-based use number on release, else 0
     exit_status: int
     duration_ms: int
+    datasets: tuple[str, ...] = ()  # the datasets the task declared it touches
+    delivery: str = ""  # how the secret was handed over, on release
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -76,6 +79,8 @@ class Receipt:
             "use": self.use,
             "exit_status": self.exit_status,
             "duration_ms": self.duration_ms,
+            "datasets": list(self.datasets),
+            "delivery": self.delivery,
         }
 
 
@@ -150,6 +155,11 @@ def _decode_receipt(env: Envelope) -> Receipt:
         use=f.integer("use", 0, 1000),
         exit_status=f.integer("exit_status", -255, 255),
         duration_ms=f.integer("duration_ms", 0, 1 << 40),
+        datasets=tuple(
+            encoding.check_text(d, "receipt datasets", RECEIPT_NAME_RE)
+            for d in f.array("datasets", MAX_DATASETS)
+        ),
+        delivery=f.text("delivery", max_len=16),
     )
     f.done()
     if (r.event == "deny") != bool(r.reason):

@@ -29,7 +29,7 @@ from kit.errors import (
 )
 from kit.formats import receipt as rfmt
 from kit.formats.bundle import CAP as BUNDLE_CAP
-from kit.formats.bundle import MAX_ARGS
+from kit.formats.bundle import MAX_ARGS, MAX_DATASETS, Claims
 from kit.formats.enrollment import Enrollment, make_enrollment
 from kit.formats.trustroot import TrustRoot, load_trust_root
 from kit.fsutil import atomic_write, check_private, ensure_private_dir, read_regular
@@ -38,6 +38,7 @@ from kit.host.policy import FILE as POLICY_FILE
 from kit.host.policy import HostPolicy, load_policy
 from kit.host.verifier import (
     HostIdentity,
+    Request,
     Verified,
     authenticate,
     check_scope,
@@ -90,8 +91,12 @@ class Release:
     verified: Verified
     secret: bytes
     use: int
-    command: tuple[str, ...]
+    request: Request
     program: str  # the executable command[0] resolved to
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return self.request.command or ()
 
     def __repr__(self) -> str:
         return f"Release(bundle={self.verified.claims.bundle_id}, use={self.use})"
@@ -155,16 +160,19 @@ class Host:
         action: str,
         digest: bytes,
         bundle_id: str,
-        task: str,
-        command: tuple[str, ...],
+        request: Request,
         reason: str = "",
         detail: str = "",
         status: int = 0,
         duration_ms: int = 0,
     ) -> ReceiptBuilder:
         # What was asked is recorded as asked, cut to the receipt's bounds.
-        task = _printable(task)[: rfmt.MAX_TASK]
-        command = tuple(_printable(a)[:256] for a in command[:MAX_ARGS])
+        task = _printable(request.task)[: rfmt.MAX_TASK]
+        command = tuple(_printable(a)[:256] for a in (request.command or ())[:MAX_ARGS])
+        datasets = tuple(
+            _printable(d)[:63] for d in request.datasets[:MAX_DATASETS] if d
+        )
+        delivery = request.delivery if event != "deny" and request.delivery else ""
 
         def build(seq: int, prev: bytes, use: int) -> bytes:
             return rfmt.sign_receipt(
@@ -184,6 +192,8 @@ class Host:
                     use=use,
                     exit_status=status,
                     duration_ms=duration_ms,
+                    datasets=datasets,
+                    delivery=delivery,
                 ),
                 self._signing,
             )
@@ -198,8 +208,7 @@ class Host:
         action: str,
         data: bytes,
         verified: Verified | None,
-        task: str,
-        command: tuple[str, ...],
+        request: Request,
     ) -> None:
         """Record a denial receipt for ``exc``; the caller re-raises ``exc``."""
         bundle_id = verified.claims.bundle_id if verified else ""
@@ -211,8 +220,7 @@ class Host:
                     action=action,
                     digest=hashlib.sha256(data).digest(),
                     bundle_id=bundle_id,
-                    task=task,
-                    command=command,
+                    request=request,
                     reason=reason_code(exc),
                     detail=str(exc),
                 ),
@@ -226,21 +234,14 @@ class Host:
 
     # -- decisions ------------------------------------------------------------
 
-    def _scope(
-        self,
-        verified: Verified,
-        task: str,
-        command: tuple[str, ...] | None,
-        now: int,
-    ) -> None:
+    def _scope(self, verified: Verified, request: Request, now: int) -> None:
         check_scope(
             verified,
             root=self.root,
             host=self.identity,
             policy=self.policy,
             floor=self.state.floor(),
-            task=task,
-            command=command,
+            request=request,
             now=now,
         )
 
@@ -254,16 +255,25 @@ class Host:
         )
 
     def check(
-        self, data: bytes, *, task: str, command: tuple[str, ...] | None, now: int
+        self,
+        data: bytes,
+        *,
+        task: str,
+        command: tuple[str, ...] | None,
+        now: int,
+        datasets: tuple[str, ...] = (),
+        delivery: str | None = None,
     ) -> Verified:
         """Would this bundle be released now? Releases nothing, consumes nothing.
+        ``command`` and ``delivery`` are checked when given.
 
         Raises KitError after writing a denial receipt (action "verify").
         """
+        request = Request(task, command, datasets, delivery)
         verified: Verified | None = None
         try:
             verified = authenticate(data, self.root)
-            self._scope(verified, task, command, now)
+            self._scope(verified, request, now)
             self._sealing.open(verified.bundle.sealed, verified.bundle.seal_info)
             spent = self.state.uses(verified.claims.bundle_id)
             if len(spent) >= verified.claims.max_uses:
@@ -276,8 +286,7 @@ class Host:
                 action="verify",
                 data=data,
                 verified=verified,
-                task=task,
-                command=command or (),
+                request=request,
             )
             raise
 
@@ -288,38 +297,49 @@ class Host:
         task: str,
         command: tuple[str, ...],
         now: int,
+        datasets: tuple[str, ...] = (),
+        delivery: str = "env",
         resolve: Callable[[tuple[str, ...]], str] | None = None,
+        confirm: Callable[[Claims], bool] | None = None,
     ) -> Release:
         """Verify, open the secret, find the program, then atomically count the
         use and commit the release receipt. Only after that commit is the
-        secret returned. ``resolve`` maps the command to the program to start
-        (raising DeniedError when there is none); it runs after every check,
-        so a missing program never hides a worse refusal, and before the use
-        is counted, so it costs no use."""
+        secret returned.
+
+        ``resolve`` maps the command to the program to start (raising
+        DeniedError when there is none); ``confirm`` may ask a person to
+        approve a high-risk release. Both run after every check, so they never
+        hide a worse refusal, and before the use is counted, so a refusal
+        there costs no use.
+        """
+        request = Request(task, command, datasets, delivery)
         verified: Verified | None = None
         try:
             verified = authenticate(data, self.root)
-            self._scope(verified, task, command, now)
+            self._scope(verified, request, now)
             c = verified.claims
             secret = self._sealing.open(
                 verified.bundle.sealed, verified.bundle.seal_info
             )
             program = resolve(command) if resolve is not None else command[0]
+            if c.risk == "high" and confirm is not None and not confirm(c):
+                raise DeniedError(
+                    "not-confirmed", "the high-risk release was not confirmed"
+                )
             build = self._builder(
                 now=now,
                 event="release",
                 action="run",
                 digest=verified.bundle.envelope.digest,
                 bundle_id=c.bundle_id,
-                task=task,
-                command=command,
+                request=request,
             )
             outcome = self.state.release(
                 c.bundle_id, c.max_uses, now, build, floor=max(now, c.issued_at)
             )
             if isinstance(outcome, list):
                 raise self._exhausted(verified, outcome)
-            return Release(verified, secret, outcome[0], command, program)
+            return Release(verified, secret, outcome[0], request, program)
         except (FormatError, UnauthenticatedError, DeniedError) as exc:
             self._deny(
                 exc,
@@ -327,8 +347,7 @@ class Host:
                 action="run",
                 data=data,
                 verified=verified,
-                task=task,
-                command=command,
+                request=request,
             )
             raise
 
@@ -340,6 +359,7 @@ class Host:
         command: tuple[str, ...],
         action: str,
         now: int,
+        datasets: tuple[str, ...] = (),
     ) -> None:
         """A bundle that could not even be read is still a refusal on record."""
         self._deny(
@@ -348,23 +368,20 @@ class Host:
             action=action,
             data=b"",
             verified=None,
-            task=task,
-            command=command,
+            request=Request(task, command, datasets),
         )
 
     def record_exit(
         self, release: Release, *, status: int, duration_ms: int, now: int
     ) -> None:
-        c = release.verified.claims
         self.state.append(
             self._builder(
                 now=now,
                 event="exit",
                 action="run",
                 digest=release.verified.bundle.envelope.digest,
-                bundle_id=c.bundle_id,
-                task=c.task,
-                command=release.command,
+                bundle_id=release.verified.claims.bundle_id,
+                request=release.request,
                 status=max(-255, min(255, status)),
                 duration_ms=duration_ms,
             ),

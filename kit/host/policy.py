@@ -6,6 +6,7 @@
     max_lifetime = "7d"       # longest not-before..expiry span accepted
     max_uses = 10             # most uses a bundle may carry
     leeway = 30               # seconds of clock skew allowed, 0 to 300
+    risk_levels = ["low", "medium"]  # risk levels accepted; "high" opt-in
 
 ``kit host init`` writes one with the defaults below. A missing or invalid
 file stops the host with an error naming the key, never a fallback to
@@ -22,7 +23,7 @@ from typing import Any
 from kit import encoding
 from kit.duration import parse_duration
 from kit.errors import FormatError, HomeError, KitError
-from kit.formats.bundle import MAX_LIFETIME, MAX_USES
+from kit.formats.bundle import MAX_LIFETIME, MAX_USES, RISKS
 from kit.fsutil import read_regular
 
 FILE = "policy.toml"
@@ -30,6 +31,8 @@ MAX_LEEWAY = 300
 DEFAULT_LEEWAY = 30
 DEFAULT_MAX_LIFETIME = 7 * 86400
 DEFAULT_MAX_USES = 100
+# High-risk bundles need the host's explicit consent in its policy.
+DEFAULT_RISKS = ("low", "medium")
 
 
 @dataclass(frozen=True)
@@ -38,16 +41,22 @@ class HostPolicy:
     max_lifetime: int = DEFAULT_MAX_LIFETIME
     max_uses: int = DEFAULT_MAX_USES
     leeway: int = DEFAULT_LEEWAY
+    risk_levels: tuple[str, ...] = DEFAULT_RISKS
 
     def to_toml(self) -> str:
         envs = ", ".join(f'"{e}"' for e in self.environments)
+        risks = ", ".join(f'"{r}"' for r in self.risk_levels)
         return (
             "# kit host policy: caps applied whatever a bundle says.\n"
             f"environments = [{envs}]\n"
             f'max_lifetime = {self.max_lifetime}  # seconds, or a string like "7d"\n'
             f"max_uses = {self.max_uses}\n"
             f"leeway = {self.leeway}  # seconds, 0 to {MAX_LEEWAY}\n"
+            f'risk_levels = [{risks}]  # add "high" to accept high-risk bundles\n'
         )
+
+
+_KEYS = ("environments", "max_lifetime", "max_uses", "leeway", "risk_levels")
 
 
 def _int(doc: dict[str, Any], key: str, lo: int, hi: int, default: int) -> int:
@@ -69,7 +78,7 @@ def parse_policy(text: str) -> HostPolicy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise HomeError(f"{FILE}: {exc}") from None
-    unknown = sorted(set(doc) - {"environments", "max_lifetime", "max_uses", "leeway"})
+    unknown = sorted(set(doc) - {*_KEYS})
     if unknown:
         raise HomeError(f"{FILE}: unknown key(s) {', '.join(unknown)}")
     envs = doc.get("environments")
@@ -81,7 +90,18 @@ def parse_policy(text: str) -> HostPolicy:
         )
     except FormatError as exc:
         raise HomeError(f"{FILE}: {exc}") from None
+    risks = doc.get("risk_levels", list(DEFAULT_RISKS))
+    if (
+        not isinstance(risks, list)
+        or any(r not in RISKS for r in risks)
+        or len(set(risks)) != len(risks)
+    ):
+        raise HomeError(
+            f"{FILE}: risk_levels must be a list of distinct levels from "
+            + ", ".join(RISKS)
+        )
     return HostPolicy(
+        risk_levels=tuple(risks),
         environments=checked,
         max_lifetime=_int(doc, "max_lifetime", 60, MAX_LIFETIME, DEFAULT_MAX_LIFETIME),
         max_uses=_int(doc, "max_uses", 1, MAX_USES, DEFAULT_MAX_USES),

@@ -31,8 +31,9 @@ from pathlib import Path
 from types import FrameType
 
 from kit.errors import DeniedError, UsageError
+from kit.formats.bundle import DELIVERY_MODES
 
-MODES = ("env", "fd", "file", "stdin")
+MODES = DELIVERY_MODES
 # Variables a job may rely on; everything else must be asked for with keep.
 BASE_ENV = (
     "PATH",

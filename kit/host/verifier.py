@@ -9,7 +9,8 @@ Steps, in order; the first that fails decides the refusal:
 4. the pinned trust root has not expired             -> trust-root-expired
 5. the host clock is not behind its floor            -> clock-behind-floor
 6. sealed to this host (name and HPKE key id)        -> wrong-host
-7. environment is this host's and its policy serves  -> wrong-env
+7. environment is this host's and its policy serves  -> wrong-env;
+   the bundle's risk level is one the policy accepts -> risk-not-accepted
 8. task matches exactly                              -> wrong-task
 9. not issued after now + leeway                     -> from-the-future
 10. lifetime and uses within the host policy caps    -> lifetime-over-cap,
@@ -17,6 +18,8 @@ Steps, in order; the first that fails decides the refusal:
 11. now within [not_before, expires_at] +/- leeway   -> not-yet-valid / expired
 12. command starts with an allowed argv prefix       -> command-not-allowed
     (skipped by ``kit verify`` when no command is given)
+13. every dataset asked for is in the bundle's list  -> dataset-not-allowed
+14. the delivery mode asked for is one it allows     -> delivery-not-allowed
 Then, by the caller: uses left (atomically) and the HPKE open.
 Leeway applies to steps 5, 9 and 11 only.
 """
@@ -41,6 +44,16 @@ class HostIdentity:
     name: str
     env: str
     hpke_key_id: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the caller asks to do with a bundle."""
+
+    task: str
+    command: tuple[str, ...] | None  # None: not checked (kit verify without one)
+    datasets: tuple[str, ...] = ()  # every dataset the task will touch
+    delivery: str | None = None  # None: not checked
 
 
 @dataclass(frozen=True)
@@ -91,12 +104,12 @@ def check_scope(
     host: HostIdentity,
     policy: HostPolicy,
     floor: int,
-    task: str,
-    command: tuple[str, ...] | None,
+    request: Request,
     now: int,
 ) -> None:
     """Steps 4 to 12. Raises DeniedError with a stable code and exact detail."""
     c = v.claims
+    task, command = request.task, request.command
     leeway = policy.leeway
     if now > root.expires_at:
         raise DeniedError(
@@ -127,6 +140,12 @@ def check_scope(
             "wrong-env",
             f"env {c.env!r} is not among the environments this host's policy "
             f"serves ({', '.join(policy.environments)})",
+        )
+    if c.risk not in policy.risk_levels:
+        raise DeniedError(
+            "risk-not-accepted",
+            f"risk: bundle is {c.risk}-risk; this host's policy accepts "
+            f"{', '.join(policy.risk_levels) or 'no risk level'}",
         )
     if c.task != task:
         raise DeniedError("wrong-task", f"bundle is for task {c.task!r}, not {task!r}")
@@ -165,8 +184,21 @@ def check_scope(
         allowed = "; ".join(" ".join(p) for p in c.commands)
         raise DeniedError(
             "command-not-allowed",
-            f"command {' '.join(command)[:80]!r} is not within the "
+            f"command: {' '.join(command)[:80]!r} is not within the "
             f"allowed commands: {allowed[:160]}",
+        )
+    for dataset in request.datasets:
+        if dataset not in c.datasets:
+            raise DeniedError(
+                "dataset-not-allowed",
+                f"dataset: {dataset[:63]!r} is not within the bundle's datasets: "
+                f"{', '.join(c.datasets) or 'none'}",
+            )
+    if request.delivery is not None and request.delivery not in c.delivery:
+        raise DeniedError(
+            "delivery-not-allowed",
+            f"delivery: the bundle does not allow --deliver {request.delivery}; "
+            f"it allows {', '.join(c.delivery)}",
         )
 
 

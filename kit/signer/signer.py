@@ -23,6 +23,7 @@ from kit.formats.envelope import seal_envelope
 from kit.formats.trustroot import TrustRoot, load_trust_root, make_trust_root
 from kit.fsutil import atomic_write, check_private, ensure_private_dir, read_regular
 from kit.home import create_home, require_kind
+from kit.signer.identity import Identity
 from kit.storage.base import HostRecord, IssuanceRecord
 from kit.storage.sqlite import SqliteLedger
 
@@ -47,6 +48,44 @@ class IssueRequest:
     secret_name: str
     owner: str
     not_before: int | None = None
+    datasets: tuple[str, ...] = ()
+    risk: str = "low"
+    delivery: tuple[str, ...] = bundle_fmt.DELIVERY_MODES
+    # The workflow identity the bundle is issued under; None for ad hoc.
+    identity: Identity | None = None
+
+
+def check_within(ident: Identity, req: IssueRequest, now: int) -> None:
+    """Refuse a request wider than its identity's declaration, naming the
+    field (issue 5: policy as code)."""
+    where = f"identity {ident.name} ({ident.path.name})"
+    if ident.is_retired(now):
+        raise UsageError(
+            f"{where} is retired since {ident.retire_on}; nothing more "
+            "is issued under it"
+        )
+    if req.env != ident.environment:
+        raise UsageError(f"env: {where} is for {ident.environment!r}, not {req.env!r}")
+    if req.task != ident.task:
+        raise UsageError(f"task: {where} is for {ident.task!r}, not {req.task!r}")
+    for cmd in req.commands:
+        if not ident.declares_command(cmd):
+            raise UsageError(f"command: {' '.join(cmd)!r} is not declared by {where}")
+    for dataset in req.datasets:
+        if dataset not in ident.datasets:
+            raise UsageError(f"dataset: {dataset!r} is not declared by {where}")
+    if req.ttl > ident.max_lifetime:
+        raise UsageError(
+            f"ttl: {req.ttl} s exceeds the max_lifetime of {where}, "
+            f"{ident.max_lifetime} s"
+        )
+    if req.max_uses > ident.max_uses:
+        raise UsageError(
+            f"max_uses: {req.max_uses} exceeds the max_uses of "
+            f"{where}, {ident.max_uses}"
+        )
+    if req.risk != ident.risk or req.owner != ident.owner:
+        raise UsageError(f"risk and owner come from {where}; do not override them")
 
 
 def init_signer(
@@ -158,6 +197,8 @@ class Signer:
         self, req: IssueRequest, secret: bytes, now: int
     ) -> tuple[bytes, bundle_fmt.Claims]:
         """Seal ``secret`` to the host, sign the claims, record the issuance."""
+        if req.identity is not None:  # the declaration first: it is the policy
+            check_within(req.identity, req, now)
         host = self.ledger.get_host(req.host)
         if host is None:
             raise UsageError(f"host {req.host!r} is not enrolled (kit enroll REQUEST)")
@@ -187,6 +228,11 @@ class Signer:
             not_before=not_before,
             expires_at=not_before + req.ttl,
             max_uses=req.max_uses,
+            identity=req.identity.name if req.identity else "",
+            declaration=bytes.fromhex(req.identity.digest) if req.identity else b"",
+            datasets=req.datasets,
+            risk=req.risk,
+            delivery=req.delivery,
         )
         claims_bytes = encoding.encode(claims.to_map())
         try:  # the same checks the host will make, so nothing unusable is issued
@@ -213,6 +259,9 @@ class Signer:
                 claims=claims_bytes,
                 bundle_digest=hashlib.sha256(data).digest(),
                 secret_digest=self._secret_digest(secret),
+                identity=claims.identity,
+                risk=claims.risk,
+                datasets=claims.datasets,
             )
         )
         log.debug("issued bundle %s for host %s", claims.bundle_id, claims.host)

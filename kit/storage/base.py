@@ -35,6 +35,9 @@ class IssuanceRecord:
     claims: bytes
     bundle_digest: bytes
     secret_digest: bytes  # HMAC-SHA256 under a key derived from the issuer key
+    identity: str = ""  # "" for an ad-hoc bundle
+    risk: str = "low"
+    datasets: tuple[str, ...] = ()
 
 
 class Ledger(Protocol):

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS bundles (
     issuer TEXT NOT NULL, commands TEXT NOT NULL, issued_at INTEGER NOT NULL,
     not_before INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     max_uses INTEGER NOT NULL, claims BLOB NOT NULL, bundle_digest BLOB NOT NULL,
-    secret_digest BLOB NOT NULL) STRICT;
+    secret_digest BLOB NOT NULL, identity TEXT NOT NULL, risk TEXT NOT NULL,
+    datasets TEXT NOT NULL) STRICT;
 """
 
 
@@ -84,7 +85,7 @@ class SqliteLedger:
     def record_bundle(self, rec: IssuanceRecord) -> None:
         with self._db:
             self._db.execute(
-                "INSERT INTO bundles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO bundles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     rec.bundle_id,
                     rec.host,
@@ -100,6 +101,9 @@ class SqliteLedger:
                     rec.claims,
                     rec.bundle_digest,
                     rec.secret_digest,
+                    rec.identity,
+                    rec.risk,
+                    json.dumps(list(rec.datasets)),
                 ),
             )
 
@@ -107,6 +111,7 @@ class SqliteLedger:
     def _bundle(row: tuple[object, ...]) -> IssuanceRecord:
         values = list(row)
         values[6] = tuple(tuple(c) for c in json.loads(str(values[6])))
+        values[16] = tuple(json.loads(str(values[16])))
         return IssuanceRecord(*values)  # type: ignore[arg-type]
 
     def get_bundle(self, bundle_id: str) -> IssuanceRecord | None:
