@@ -25,6 +25,27 @@ TIME_MAX = 4_102_444_800
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 HEX32_RE = re.compile(r"[0-9a-f]{32}")
 ENV_VAR_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+# Variables that change how a program loads code or reads its startup files:
+# never passed through with --keep-env, never a secret's variable name.
+UNSAFE_ENV_RE = re.compile(
+    r"(LD_|DYLD_|PYTHON|PERL|RUBY|NODE_|JAVA_|_JAVA_|GCONV_|BASH_|GLIBC_|MALLOC_)"
+    r".*|ENV|SHELLOPTS|PS4|IFS|CDPATH|LOCPATH|NLSPATH|CLASSPATH|HOSTALIASES"
+    r"|PATH|HOME|SHELL|TMPDIR|LANG|LANGUAGE|TERM|TZ|USER|LOGNAME|PWD|LC_.*"
+)
+
+
+def check_env_name(name: str, what: str) -> str:
+    """A variable name kit may set for a child: plain, and not one that
+    changes how the child loads code (e.g. LD_PRELOAD, PYTHONPATH)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
+        raise FormatError(f"{what}: {name[:40]!r} is not a variable name")
+    if UNSAFE_ENV_RE.fullmatch(name.upper()):
+        raise FormatError(
+            f"{what}: {name} is reserved: it changes how programs start or find code"
+        )
+    return name
+
+
 # An accountable owner: a name or a team mailbox, lower case.
 OWNER_RE = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}(@[a-z0-9][a-z0-9.-]{0,127})?")
 

@@ -99,3 +99,19 @@ def check_private(path: Path) -> None:
         raise HomeError(
             f"{path} has mode {st.st_mode & 0o777:o}; it must be 600 (chmod 600 {path})"
         )
+
+
+def check_not_writable_by_others(path: Path) -> None:
+    """Refuse a home folder or file that group or others may change (a loosened
+    policy, a swapped trust root or a reset journal would follow)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise HomeError(f"{path} is missing") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise HomeError(f"{path} is a symbolic link")
+    if st.st_mode & 0o022:
+        raise HomeError(
+            f"{path} has mode {st.st_mode & 0o777:o}; group and others must not be "
+            f"able to write it (chmod go-w {path})"
+        )

@@ -42,7 +42,12 @@ def _read_manifest(folder: Path) -> dict[str, str]:
 
 def write_media(folder: Path, files: dict[str, bytes]) -> list[Path]:
     """Write ``files`` atomically and extend the folder's manifest."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MediaError(
+            f"{folder}: cannot create the folder ({exc.strerror})"
+        ) from None
     _check_folder(folder)
     entries = _read_manifest(folder)
     taken = {n.lower(): n for n in entries}

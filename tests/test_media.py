@@ -238,7 +238,7 @@ def test_import_stages_every_bundle(world: World, tmp_path: Path) -> None:
     ids = _import_media(world, folder, {})
     host = world.host()
     try:
-        staged = host.import_media(folder)
+        staged = host.import_media(folder).staged
     finally:
         host.close()
     assert sorted(v.claims.bundle_id for v in staged) == ids

@@ -123,7 +123,7 @@ def test_forged_receipt_is_a_bad_signature(world: World, tmp_path: Path) -> None
     bad = [a for a in report.anomalies if a.code == "bad-signature"]
     # Nothing inside an unauthenticated receipt is read, not even its seq:
     # the anomaly names its position in the batch.
-    assert len(bad) == 1 and "item 3 of a batch" in bad[0].message
+    assert len(bad) == 1 and "(item 3)" in bad[0].message
     assert "chain-gap" in _codes(report)  # and the forged one fills no gap
     assert "batch-incomplete" in _codes(report)
 
@@ -246,3 +246,25 @@ def test_cli_reconcile_exit_codes(world: World, tmp_path: Path) -> None:
     proc = world.kit("reconcile", tmp_path / "short", "--home", signer)
     assert proc.returncode == 1, proc.stderr
     assert b"ANOMALY checkpoint-mismatch" in proc.stdout
+
+
+def test_refusals_of_unauthenticated_input_reach_the_auditor(
+    world: World, tmp_path: Path
+) -> None:
+    _run_flow(world, tmp_path / "usb")  # holds one attacker-signed bundle refusal
+    report = _report(world, [tmp_path / "usb"])
+    [refusal] = report.unauthenticated
+    assert (refusal.host, refusal.seq, refusal.reason) == (
+        "build-01",
+        4,
+        "unauthenticated",
+    )
+    proc = world.kit(
+        "reconcile", tmp_path / "usb", "--home", world.signer_home, "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["unauthenticated"][0]["reason"] == (
+        "unauthenticated"
+    )
+    text = world.kit("reconcile", tmp_path / "usb", "--home", world.signer_home)
+    assert b"refused unauthenticated input on build-01 (seq 4" in text.stdout

@@ -13,7 +13,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kit.crypto.seal import SealingKey
 from kit.crypto.sign import SigningKey
-from kit.errors import FormatError, HomeError, UnauthenticatedError, UsageError
+from kit.errors import (
+    DeniedError,
+    FormatError,
+    HomeError,
+    UnauthenticatedError,
+    UsageError,
+)
 from kit.formats.enrollment import Enrollment, make_enrollment
 from kit.host.host import init_host
 from kit.signer.signer import DIGEST_INFO, KEY_FILE, Signer
@@ -174,30 +180,30 @@ def test_enrollment_pinning_another_root_is_refused(
     foreign_root = (world.attacker_home / "trust-root.kit").read_bytes()
     request, _ = init_host(tmp_path / "stray", "stray-01", "prod", foreign_root, T0)
     before = world.signer.ledger.hosts()
-    with pytest.raises(UsageError, match="pinned a different trust root"):
+    with pytest.raises(DeniedError, match="pinned a different trust root"):
         world.signer.enroll(request, T0)
     assert world.signer.ledger.hosts() == before
     proc = world.kit(
         "enroll", tmp_path / "stray" / "enrollment.kit", "--home", world.signer_home
     )
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert world.signer.ledger.get_host("stray-01") is None
 
 
 def test_double_enrollment_is_refused(world: World, tmp_path: Path) -> None:
     original = world.host_record("build-01")
     request = (world.host_home("build-01") / "enrollment.kit").read_bytes()
-    with pytest.raises(UsageError, match="already enrolled"):
+    with pytest.raises(DeniedError, match="already enrolled"):
         world.signer.enroll(request, T0)
     # A new home claiming the same name (new keys) must not replace the old one.
     imposter, _ = init_host(tmp_path / "imp", "build-01", "dev", world.root_bytes, T0)
-    with pytest.raises(UsageError, match="already enrolled"):
+    with pytest.raises(DeniedError, match="already enrolled"):
         world.signer.enroll(imposter, T0)
     assert world.host_record("build-01") == original
     proc = world.kit(
         "enroll", tmp_path / "imp" / "enrollment.kit", "--home", world.signer_home
     )
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert world.host_record("build-01") == original
 
 
@@ -231,7 +237,7 @@ def test_same_keys_under_another_name_are_refused(world: World) -> None:
         ),
         rkey,
     )
-    with pytest.raises(UsageError, match="already enrolled as host build-01"):
+    with pytest.raises(DeniedError, match="already enrolled as host build-01"):
         world.signer.enroll(request, T0)
     assert world.signer.ledger.get_host("build-99") is None
 

@@ -45,10 +45,22 @@ class BundleStatus:
     denials: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A host refused input it could not authenticate: no bundle id to match."""
+
+    host: str
+    seq: int
+    time: int
+    reason: str
+    digest: str  # prefix of the SHA-256 of the refused bytes
+
+
 @dataclass
 class Report:
     bundles: list[BundleStatus]
     anomalies: list[Anomaly]
+    unauthenticated: list[Refusal]
     hosts: dict[str, int]  # host -> highest sequence number seen
     receipts: int
 
@@ -161,21 +173,14 @@ def reconcile(
         checkpoints.append((batch.source, cp))
         trusted = {signer: receipt_keys[signer]}
         carried: list[int] = []
+        forged: list[int] = []
         for index, raw in enumerate(raws):
             try:
                 sr = rfmt.open_receipt(raw, trusted)
                 if sr.receipt.host != host:
                     raise UnauthenticatedError("receipt")
             except KitError:
-                anomalies.append(
-                    Anomaly(
-                        "bad-signature",
-                        f"item {index + 1} of a batch from host {host} is not a "
-                        "receipt signed by that host",
-                        host,
-                        source=batch.source,
-                    )
-                )
+                forged.append(index + 1)
                 continue
             r = sr.receipt
             carried.append(r.seq)
@@ -192,6 +197,19 @@ def reconcile(
                 )
                 continue
             chains[cp.host][r.seq] = sr
+        if forged:
+            shown = ", ".join(map(str, forged[:10])) + (
+                " ..." if len(forged) > 10 else ""
+            )
+            anomalies.append(
+                Anomaly(
+                    "bad-signature",
+                    f"{len(forged)} item(s) of a batch from host {host} are not "
+                    f"receipts signed by that host (item {shown})",
+                    host,
+                    source=batch.source,
+                )
+            )
         if sorted(carried) != list(range(cp.first_seq, cp.seq + 1)):
             anomalies.append(
                 Anomaly(
@@ -225,6 +243,7 @@ def reconcile(
             )
 
     # 3. match receipts to issuances
+    unmatched: list[Refusal] = []
     ledger = {b.bundle_id: b for b in bundles}
     status = {
         b.bundle_id: BundleStatus(
@@ -236,7 +255,12 @@ def reconcile(
         for seq, sr in sorted(by_seq.items()):
             r = sr.receipt
             if not r.bundle_id:
-                continue  # a denial of an unauthenticated bundle: no issuance to match
+                # A refusal before authentication (forged, damaged, unreadable
+                # input): no issuance to match, but the auditor sees it.
+                unmatched.append(
+                    Refusal(host, seq, r.time, r.reason, r.bundle_digest.hex()[:16])
+                )
+                continue
             issued = ledger.get(r.bundle_id)
             if issued is None:
                 anomalies.append(
@@ -313,6 +337,7 @@ def reconcile(
     return Report(
         bundles=list(status.values()),
         anomalies=anomalies,
+        unauthenticated=unmatched,
         hosts={h: max(c) for h, c in chains.items() if c},
         receipts=sum(len(c) for c in chains.values()),
     )

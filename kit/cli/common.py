@@ -141,15 +141,20 @@ def handled(run: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 
 def read_passphrase(passfile: Path | None, *, confirm: bool = False) -> bytes:
-    """From --passphrase-file / KIT_PASSPHRASE_FILE, else a hidden prompt."""
+    """From --passphrase-file / KIT_PASSPHRASE_FILE, else a hidden prompt.
+    A passphrase file must be readable by its owner only."""
     if passfile is not None:
-        from kit.fsutil import read_regular
+        from kit.fsutil import check_private, read_regular
 
-        data = read_regular(passfile, 4096, "passphrase file")
+        try:
+            check_private(passfile)
+            data = read_regular(passfile, 4096, "passphrase file")
+        except (MediaError, FormatError, HomeError) as exc:
+            raise HomeError(f"passphrase file: {exc}") from None
         line = data.split(b"\n", 1)[0].rstrip(b"\r")
         if not line:
-            raise UsageError(f"passphrase file {passfile} is empty")
-        return line
+            raise HomeError(f"passphrase file {passfile} is empty")
+        return _long_enough(line, confirm)
     if not sys.stdin.isatty():
         raise UsageError(
             "no passphrase: use --passphrase-file or KIT_PASSPHRASE_FILE, "
@@ -160,7 +165,18 @@ def read_passphrase(passfile: Path | None, *, confirm: bool = False) -> bytes:
         raise UsageError("the passphrases do not match")
     if not first:
         raise UsageError("the passphrase is empty")
-    return first.encode()
+    return _long_enough(first.encode(), confirm)
+
+
+MIN_NEW_PASSPHRASE = 8
+
+
+def _long_enough(passphrase: bytes, new: bool) -> bytes:
+    if new and len(passphrase) < MIN_NEW_PASSPHRASE:
+        raise UsageError(
+            f"a new passphrase needs at least {MIN_NEW_PASSPHRASE} characters"
+        )
+    return passphrase
 
 
 def fingerprint(digest: bytes) -> str:

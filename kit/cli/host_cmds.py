@@ -321,6 +321,7 @@ def run(
             release.verified.claims.secret_name,
             release.secret,
             delivery,
+            on_start_error=lambda why: say(f"kit: {why} (the use is spent)"),
         )
         host.record_exit(release, status=status, duration_ms=ms, now=int(time.time()))
     finally:
@@ -392,9 +393,10 @@ def import_cmd(
     """
     host = Host(home_path(home))
     try:
-        staged = host.import_media(folder)
+        result = host.import_media(folder)
     finally:
         host.close()
+    staged = result.staged
     if json_out:
         emit_json(
             [
@@ -412,4 +414,6 @@ def import_cmd(
             f"staged {c.bundle_id}: task {c.task}, env {c.env}, {c.max_uses} use(s), "
             f"expires {utc(c.expires_at)}"
         )
+    for note in result.skipped:
+        say(f"skipped {note}")
     say(f"imported {len(staged)} bundle(s) from {folder}")

@@ -31,6 +31,7 @@ from kit.errors import FormatError, UsageError
 from kit.formats.bundle import (
     DELIVERY_MODES,
     MAX_SECRET,
+    MAX_USES,
     RISKS,
     decode_claims,
     parse_bundle,
@@ -167,7 +168,10 @@ def issue(
         ),
     ] = None,
     home: HomeOpt = None,
-    max_uses: Annotated[int, typer.Option(help="How many releases are allowed.")] = 1,
+    max_uses: Annotated[
+        int,
+        typer.Option(min=1, max=MAX_USES, help="How many releases are allowed."),
+    ] = 1,
     secret_name: Annotated[
         str, typer.Option(help="Environment variable the child receives the secret in.")
     ] = "KIT_SECRET",  # noqa: S107 - a variable name, not a password
@@ -310,6 +314,10 @@ def _commands(texts: list[str]) -> tuple[tuple[str, ...], ...]:
             raise UsageError(f"--command {c!r}: {exc}") from None
         if not argv:
             raise UsageError("--command must not be empty")
+        try:
+            "".join(argv).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"--command {c!r} is not valid UTF-8") from None
         commands.append(argv)
     return tuple(commands)
 
@@ -320,6 +328,8 @@ def _read_secret(secret_file: Path | None) -> bytes:
     else:
         secret = sys.stdin.buffer.read(MAX_SECRET + 2)
     secret = secret.rstrip(b"\r\n") if secret.endswith(b"\n") else secret
+    if len(secret) > MAX_SECRET:
+        raise UsageError(f"the secret is longer than {MAX_SECRET} bytes")
     if b"\x00" in secret:
         raise UsageError(
             "the secret contains a NUL byte and cannot be delivered in "
@@ -413,6 +423,7 @@ def reconcile_cmd(
                 "hosts": report.hosts,
                 "bundles": [vars(b) for b in report.bundles],
                 "anomalies": [vars(a) for a in report.anomalies],
+                "unauthenticated": [vars(r) for r in report.unauthenticated],
                 "clean": report.clean,
             }
         )
@@ -423,6 +434,11 @@ def reconcile_cmd(
             print(f"  {b.bundle_id}  {b.host:<16} {b.task:<20} {b.status}{extra}")
             for d in b.denials:
                 print(f"      denied: {d}")
+        for r in report.unauthenticated:
+            print(
+                f"  refused unauthenticated input on {r.host} (seq {r.seq}, "
+                f"{utc(r.time)}): {r.reason}, sha256 {r.digest}..."
+            )
         for a in report.anomalies:
             where = f" ({a.source})" if a.source else ""
             print(f"  ANOMALY {a.code}: {a.message}{where}")

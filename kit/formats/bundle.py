@@ -142,7 +142,9 @@ def decode_claims(claims_bytes: bytes) -> Claims:
         env=f.text("env", encoding.NAME_RE),
         task=f.text("task", encoding.NAME_RE),
         commands=tuple(commands),
-        secret_name=f.text("secret_name", encoding.ENV_VAR_RE),
+        secret_name=encoding.check_env_name(
+            f.text("secret_name", encoding.ENV_VAR_RE), "bundle claims secret_name"
+        ),
         issued_at=f.time("issued_at"),
         not_before=f.time("not_before"),
         expires_at=f.time("expires_at"),

@@ -32,7 +32,13 @@ from kit.formats.bundle import CAP as BUNDLE_CAP
 from kit.formats.bundle import MAX_ARGS, MAX_DATASETS, Claims
 from kit.formats.enrollment import Enrollment, make_enrollment
 from kit.formats.trustroot import TrustRoot, load_trust_root
-from kit.fsutil import atomic_write, check_private, ensure_private_dir, read_regular
+from kit.fsutil import (
+    atomic_write,
+    check_not_writable_by_others,
+    check_private,
+    ensure_private_dir,
+    read_regular,
+)
 from kit.home import create_home, require_kind
 from kit.host.policy import FILE as POLICY_FILE
 from kit.host.policy import HostPolicy, load_policy
@@ -76,6 +82,7 @@ def init_host(
     state = SqliteHostState(home / STATE_FILE)
     state.put("name", name.encode())
     state.put("env", env.encode())
+    state.put("trust_root_sha256", root.digest)
     state.close()
     request = make_enrollment(
         Enrollment(name, env, hpke.public_key, rkey.public_key, root.digest, now), rkey
@@ -100,6 +107,12 @@ class Release:
 
     def __repr__(self) -> str:
         return f"Release(bundle={self.verified.claims.bundle_id}, use={self.use})"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    staged: list[Verified]
+    skipped: list[str]  # file names with the reason they were passed over
 
 
 def _utc(t: int) -> str:
@@ -129,6 +142,8 @@ class Host:
         self.home = home
         for f in (HPKE_KEY, RECEIPT_KEY):
             check_private(home / f)
+        for p in (home, home / ROOT_FILE, home / STATE_FILE):
+            check_not_writable_by_others(p)
         self._sealing = SealingKey(read_regular(home / HPKE_KEY, 32, "host key"))
         self._signing = SigningKey(read_regular(home / RECEIPT_KEY, 32, "receipt key"))
         self.root = load_trust_root(
@@ -138,6 +153,13 @@ class Host:
         name, env = self.state.get("name"), self.state.get("env")
         if name is None or env is None:
             raise HomeError(f"{home}: host state lacks its name or environment")
+        pinned = self.state.get("trust_root_sha256")
+        if pinned != self.root.digest:
+            raise HomeError(
+                f"{home / ROOT_FILE} is not the trust root pinned at host init "
+                f"(fingerprint {self.root.digest.hex()[:16]}, pinned "
+                f"{(pinned or b'').hex()[:16] or 'none'}); restore the pinned one"
+            )
         self.identity = HostIdentity(
             name.decode(), env.decode(), key_id(self._sealing.public_key)
         )
@@ -453,26 +475,47 @@ class Host:
 
     # -- media ----------------------------------------------------------------
 
-    def import_media(self, folder: Path) -> list[Verified]:
-        """Stage every bundle on the media into the inbox, or nothing at all.
+    def import_media(self, folder: Path) -> ImportResult:
+        """Stage the bundles on the media that are for this host: all of them,
+        or nothing at all.
 
-        Bundles must authenticate against the pinned root; a trust root on the
-        media must be the pinned one (rotation is a separate, later step).
+        Every bundle must authenticate against the pinned root, and a trust
+        root on the media must be the pinned one (rotation comes later).
+        Bundles for other hosts and receipt batches (one stick may serve
+        several hosts and carry receipts back) are skipped and named.
         """
         files = read_media(folder)
-        staged: list[Verified] = []
+        pinned = self.root.envelope.raw
+        staged: dict[str, Verified] = {}
+        skipped: list[str] = []
         for name, data in files.items():
-            if not name.endswith(".kit"):
-                raise MediaError(f"{folder / name}: not a kit file; refused")
+            path = folder / name
+            if name.startswith("trust-root"):
+                if data != pinned:
+                    fp = hashlib.sha256(data).hexdigest()[:16]
+                    raise MediaError(
+                        f"{path}: a trust root other than the pinned one "
+                        f"(fingerprint {fp}...); trust-root rotation is not "
+                        "supported yet; nothing imported"
+                    )
+                continue
+            if name.startswith("receipts-"):
+                skipped.append(f"{name} (a receipt batch, for the signer)")
+                continue
+            if not (name.startswith("bundle-") and name.endswith(".kit")):
+                raise MediaError(f"{path}: not a file kit imports; nothing imported")
             try:
-                if data == read_regular(self.home / ROOT_FILE, 1 << 16, "trust root"):
-                    continue
-                staged.append(authenticate(data, self.root))
+                v = authenticate(data, self.root)
             except (FormatError, UnauthenticatedError, DeniedError) as exc:
-                raise MediaError(f"{folder / name}: {exc}; nothing imported") from None
-        for v in staged:
+                raise MediaError(f"{path}: {exc}; nothing imported") from None
+            c = v.claims
+            if c.host != self.identity.name or c.host_key != self.identity.hpke_key_id:
+                skipped.append(f"{name} (for host {c.host})")
+                continue
+            staged[c.bundle_id] = v
+        for v in staged.values():
             atomic_write(self.inbox_path(v.claims.bundle_id), v.bundle.envelope.raw)
-        return staged
+        return ImportResult(list(staged.values()), skipped)
 
     def inbox_path(self, bundle_id: str) -> Path:
         return self.home / INBOX / f"{bundle_id}.kit"

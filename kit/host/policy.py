@@ -24,7 +24,7 @@ from kit import encoding
 from kit.duration import parse_duration
 from kit.errors import FormatError, HomeError, KitError
 from kit.formats.bundle import MAX_LIFETIME, MAX_USES, RISKS
-from kit.fsutil import read_regular
+from kit.fsutil import check_not_writable_by_others, read_regular
 
 FILE = "policy.toml"
 MAX_LEEWAY = 300
@@ -114,6 +114,7 @@ def load_policy(home: Path) -> HostPolicy:
     path = home / FILE
     try:
         text = read_regular(path, 64 * 1024, "host policy").decode("utf-8")
+        check_not_writable_by_others(path)
     except (KitError, UnicodeDecodeError) as exc:
         raise HomeError(
             f"{path}: cannot be read ({exc}); restore it (kit host init writes one)"

@@ -25,12 +25,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from kit.errors import DeniedError, UsageError
+from kit.encoding import check_env_name
+from kit.errors import DeniedError, FormatError, UsageError
 from kit.formats.bundle import DELIVERY_MODES
 
 MODES = DELIVERY_MODES
@@ -61,6 +62,13 @@ class Delivery:
             raise UsageError(
                 f"delivery mode must be one of {', '.join(MODES)}, not {self.mode!r}"
             )
+        for name in self.keep_env:
+            if name in BASE_ENV:
+                continue  # passed anyway
+            try:
+                check_env_name(name, "--keep-env")
+            except FormatError as exc:
+                raise UsageError(str(exc)) from None
 
 
 def resolve(command: tuple[str, ...]) -> str:
@@ -104,7 +112,8 @@ def _memfd(secret: bytes) -> Iterator[int]:
 def _tmpfs_file(secret: bytes) -> Iterator[Path]:
     if not TMPFS.is_dir():
         raise UsageError(f"--deliver file needs a tmpfs at {TMPFS}; none here")
-    folder = Path(tempfile.mkdtemp(prefix="kit-", dir=TMPFS))  # mode 0700
+    _sweep_stale(TMPFS)
+    folder = Path(tempfile.mkdtemp(prefix=f"kit-{os.getpid()}-", dir=TMPFS))  # 0700
     path = folder / "secret"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -117,11 +126,27 @@ def _tmpfs_file(secret: bytes) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _sweep_stale(tmpfs: Path) -> None:
+    """Remove secret folders left by a kit that was killed (SIGKILL leaves no
+    chance to clean up): ours by owner, named after a process that is gone."""
+    for folder in tmpfs.glob("kit-*-*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+            if folder.lstat().st_uid != os.getuid() or not folder.is_dir():
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):
+            continue
+
+
 def run_child(
     command: tuple[str, ...],
     env_name: str,
     secret: bytes,
     delivery: Delivery | None = None,
+    on_start_error: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Run ``command`` with the secret; return (status, milliseconds).
 
@@ -150,10 +175,10 @@ def run_child(
             child = subprocess.Popen(
                 list(command), env=env, close_fds=True, pass_fds=pass_fds, stdin=stdin
             )
-        except FileNotFoundError:
-            return 127, 0
-        except PermissionError:
-            return 126, 0
+        except (FileNotFoundError, PermissionError, OSError) as exc:
+            if on_start_error is not None:
+                on_start_error(f"{command[0]} could not be started: {exc.strerror}")
+            return (127 if isinstance(exc, FileNotFoundError) else 126), 0
         finally:
             env.clear()
         if child.stdin is not None:

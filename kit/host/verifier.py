@@ -148,7 +148,9 @@ def check_scope(
             f"{', '.join(policy.risk_levels) or 'no risk level'}",
         )
     if c.task != task:
-        raise DeniedError("wrong-task", f"bundle is for task {c.task!r}, not {task!r}")
+        raise DeniedError(
+            "wrong-task", f"bundle is for task {c.task!r}, not {task[:64]!r}"
+        )
     if c.issued_at > now + leeway:
         raise DeniedError(
             "from-the-future",

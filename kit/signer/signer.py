@@ -7,6 +7,7 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -16,7 +17,7 @@ from kit import encoding
 from kit.crypto import atrest
 from kit.crypto.seal import seal
 from kit.crypto.sign import SigningKey, key_id
-from kit.errors import FormatError, HomeError, UsageError
+from kit.errors import DeniedError, FormatError, HomeError, UsageError
 from kit.formats import bundle as bundle_fmt
 from kit.formats.enrollment import Enrollment, load_enrollment
 from kit.formats.envelope import seal_envelope
@@ -152,24 +153,28 @@ class Signer:
         """Record a host from its self-signed enrollment request."""
         e = load_enrollment(request)
         if e.trust_root != self.root.digest:
-            raise UsageError(
+            raise DeniedError(
+                "wrong-trust-root",
                 f"host {e.host} pinned a different trust root "
                 f"({e.trust_root.hex()[:16]}...), not this signer's "
-                f"({self.root.digest.hex()[:16]}...)"
+                f"({self.root.digest.hex()[:16]}...)",
             )
         for other in self.ledger.hosts():
             if e.receipt_public == other.receipt_public or (
                 e.hpke_public == other.hpke_public
             ):
-                raise UsageError(
+                raise DeniedError(
+                    "already-enrolled",
                     f"host {e.host}'s keys are already enrolled as host {other.name}; "
-                    "each host needs keys of its own"
+                    "each host needs keys of its own",
                 )
         existing = self.ledger.get_host(e.host)
         if existing is not None:
-            raise UsageError(
+            since = datetime.fromtimestamp(existing.enrolled_at, UTC)
+            raise DeniedError(
+                "already-enrolled",
                 f"host {e.host} is already enrolled (since "
-                f"{existing.enrolled_at}); hosts are not re-keyed in place"
+                f"{since:%Y-%m-%d %H:%M:%SZ}); hosts are not re-keyed in place",
             )
         self.ledger.add_host(
             HostRecord(
