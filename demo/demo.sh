@@ -13,6 +13,7 @@
 set -uo pipefail
 
 DEMO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$DEMO_DIR/.." && pwd)
 SELF="$DEMO_DIR/demo.sh"
 
 # -- output helpers -------------------------------------------------------------
@@ -130,8 +131,8 @@ EOF
 
   step "6. Host: kit run releases the token to the job, and only to it"
   cd "$DEMO_DIR" || die "cannot enter $DEMO_DIR"
-  expect 0 kit run "$BID" --task nightly-export --home "$H" -- \
-    python3 job.py --url "$URL"
+  expect 0 kit run "$BID" --task nightly-export --dataset orders-export \
+    --home "$H" -- python3 job.py --url "$URL"
   grep -q 'HTTP 200' "$W/last.log" || die "the job did not get HTTP 200"
   wait "$API_PID"
   rc=$?
@@ -145,6 +146,9 @@ EOF
   expect 120 kit run "$BID" --task weekly-export --home "$H" -- \
     python3 job.py --url "$URL"
   ok "wrong task: refused with exit 120, a denial receipt written"
+  expect 120 kit run "$BID" --task nightly-export --dataset payments-db \
+    --home "$H" -- python3 job.py --url "$URL"
+  ok "a dataset outside the identity's scope: refused with exit 120"
   expect 120 kit run "$BID" --task nightly-export --home "$H" -- \
     python3 job.py --url "$URL"
   ok "past --max-uses 1: refused with exit 120, a denial receipt written"
@@ -221,18 +225,21 @@ printf '%s' "$TOKEN" | python3 -c "$SHA256" >"$W/api/token.sha256" ||
   die "cannot hash the token"
 say "a ${#TOKEN}-character random token, held in a shell variable only;"
 say "the API gets only its SHA-256 (\$W/api/token.sha256)"
-show "printf '%s' \"\$TOKEN\" | kit issue --home $S --host build-01 --env prod" \
-  "--task nightly-export --ttl 1h --command 'python3 job.py' --max-uses 1" \
-  "--secret-stdin --json"
-printf '%s' "$TOKEN" | kit issue --home "$S" --host build-01 --env prod \
-  --task nightly-export --ttl 1h --command 'python3 job.py' --max-uses 1 \
+show "kit policy check bundles   # the workflow identities, declared as code"
+kit policy check "$REPO/bundles" >"$W/last.log" 2>&1 || {
+  indent "$W/last.log"; die "the shipped declarations do not pass"; }
+indent "$W/last.log"
+show "printf '%s' \"\$TOKEN\" | kit issue --home $S --identity nightly-export-prod" \
+  "--bundles bundles --host build-01 --ttl 1h --secret-stdin --json"
+printf '%s' "$TOKEN" | kit issue --home "$S" --identity nightly-export-prod \
+  --bundles "$REPO/bundles" --host build-01 --ttl 1h \
   --secret-stdin --json >"$W/issue.json" 2>"$W/last.log"
 rc=$?
 indent "$W/last.log"
 [ "$rc" -eq 0 ] || die "kit issue failed (exit $rc)"
 BID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["bundle_id"])' \
   <"$W/issue.json" 2>/dev/null) || die "kit issue --json printed no bundle_id"
-ok "bundle $BID: sealed to build-01, task nightly-export, 1 use, 1 h, signed"
+ok "bundle $BID: identity nightly-export-prod, sealed to build-01, task nightly-export, 1 use, 1 h, signed"
 expect 0 kit export --home "$S" --to "$USB"
 expect 0 ls "$USB"
 

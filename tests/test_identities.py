@@ -474,6 +474,7 @@ def test_shipped_examples_pass() -> None:
         "release-publish-prod",
         "nightly-migration-dev",
         "nightly-migration-prod",
+        "nightly-export-prod",
         "test-harness-dev",
     }
     prod = names["release-publish-prod"]
@@ -494,7 +495,7 @@ def test_cli_check_clean_exits_0() -> None:
     assert code == 0, err
     # retirement dates pass with time; a retired identity is only a note
     assert all(line.endswith("(note)") for line in out.splitlines())
-    assert "5 declaration(s), 5 valid, 0 problem(s)" in err
+    assert "6 declaration(s), 6 valid, 0 problem(s)" in err
 
 
 def test_cli_check_problems_exit_1_with_file_and_line(tmp_path: Path) -> None:
@@ -514,7 +515,7 @@ def test_cli_check_json(tmp_path: Path) -> None:
     assert report["ok"] is False
     assert report["problems"][0]["line"] == 5
     code, out, _ = cli("check", str(SHIPPED), "--json")
-    assert code == 0 and len(json.loads(out)["identities"]) == 5
+    assert code == 0 and len(json.loads(out)["identities"]) == 6
 
 
 def test_cli_check_unreadable_folder_exits_4(tmp_path: Path) -> None:
