@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import T0, TASK, World, child_argv
@@ -97,11 +98,11 @@ def test_retired_identity_issues_nothing(world: World) -> None:
         world.signer.issue(req, b"tok-4", late)
 
 
-def _host_deny(world: World, data: bytes, out: Path, **kw: object) -> DeniedError:
+def _host_deny(world: World, data: bytes, out: Path, **kw: Any) -> DeniedError:
     host = world.host()
     try:
         with pytest.raises(DeniedError) as caught:
-            host.authorize(data, task=TASK, command=child_argv(out), now=T0, **kw)  # type: ignore[arg-type]
+            host.authorize(data, task=TASK, command=child_argv(out), now=T0, **kw)
     finally:
         host.close()
     assert not out.exists()
