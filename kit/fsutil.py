@@ -24,8 +24,8 @@ def read_regular(path: Path, cap: int, what: str) -> bytes:
         raise MediaError(f"{what} {path}: cannot open ({exc.strerror})") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise MediaError(f"{what} {path}: not a regular file; refused")
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device holds no valid object
+            raise FormatError(f"{what} {path}: not a regular file; refused")
         if st.st_size > cap:  # too large to be valid: malformed, not an I/O fault
             raise FormatError(
                 f"{what} {path}: {st.st_size} bytes, over the {cap}-byte cap"

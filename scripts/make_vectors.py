@@ -39,6 +39,7 @@ from kit.formats import bundle as bfmt
 from kit.formats import receipt as rfmt
 from kit.formats.enrollment import Enrollment, make_enrollment
 from kit.formats.trustroot import make_trust_root
+from kit.signer.identity import parse_identity
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 HAND_WRITTEN = {"README.md"}
@@ -47,8 +48,33 @@ NOW = 1_767_225_600  # 2026-01-01T00:00:00Z, the clock every vector assumes
 DAY = 86_400
 TASK = "nightly-export"
 COMMAND = ["python3", "export.py", "--full"]
+DATASETS = ["exports"]  # the datasets the request says the task touches
+DELIVERY = "env"  # how the request has the secret delivered (kit run's default)
+RISK_LEVELS = ["low", "medium"]  # the host policy's accepted risk levels
 SECRET = b"vector-secret-not-a-real-token"
 PASSPHRASE = "correct horse vector staple"  # noqa: S105 - test vector
+
+# The workflow identity bundle-with-identity.kit is issued under: its claims
+# carry the name and the SHA-256 of these exact bytes (kit/signer/identity.py).
+IDENTITY = "nightly-export-prod"
+DECLARATION = b"""\
+# Test vector declaration (tests/vectors): the identity bundle-with-identity.kit
+# is issued under. Its SHA-256 is the bundle's declaration claim.
+name = "nightly-export-prod"
+owner = "data-platform@example.com"
+purpose = "Export the day's orders; a kit format test vector."
+environment = "prod"
+task = "nightly-export"
+commands = [
+    ["python3", "export.py"],
+]
+datasets = ["exports"]
+risk = "low"
+max_lifetime = "1d"
+max_uses = 2
+approvals = 0
+rotation_period = "30d"
+"""
 
 
 def seed(label: str) -> bytes:
@@ -168,21 +194,29 @@ def bundle(
     return signed(bfmt.LABEL, bfmt.encode_body(claims_bytes, sealed), key)
 
 
-def bundle_vectors() -> list[tuple[str, bytes, str, str]]:
-    """(file, bytes, expected outcome, what is wrong with it)."""
+def bundle_vectors() -> list[tuple[str, bytes, str, str, dict[str, Any]]]:
+    """(file, bytes, expected outcome, what is wrong with it, extra manifest
+    fields)."""
     good_claims = encoding.encode(claims_map())
     good = bundle(good_claims, "valid")
     label, body, [[kid, sig]] = msgpack.unpackb(good)
     good_sealed = msgpack.unpackb(body)["sealed"]
-    out: list[tuple[str, bytes, str, str]] = [
-        ("bundle-valid.kit", good, "ok", "valid; opens to the manifest's secret"),
+    out: list[tuple[str, bytes, str, str, dict[str, Any]]] = [
+        ("bundle-valid.kit", good, "ok", "valid; opens to the manifest's secret", {}),
     ]
 
-    def add(name: str, data: bytes, expect: str, why: str) -> None:
-        out.append((f"bundle-{name}.kit", data, expect, why))
+    def add(name: str, data: bytes, expect: str, why: str, **extra: Any) -> None:
+        out.append((f"bundle-{name}.kit", data, expect, why, extra))
 
-    def with_claims(name: str, expect: str, why: str, **changes: Any) -> None:
-        add(name, bundle(encoding.encode(claims_map(**changes)), name), expect, why)
+    def with_claims(
+        name: str,
+        expect: str,
+        why: str,
+        extra: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> None:
+        data = bundle(encoding.encode(claims_map(**changes)), name)
+        add(name, data, expect, why, **(extra or {}))
 
     bad_sig = sig[:-1] + bytes([sig[-1] ^ 0x01])
     add(
@@ -344,6 +378,55 @@ def bundle_vectors() -> list[tuple[str, bytes, str, str]]:
         "command-not-allowed",
         "allows only 'python3 import.py'",
         commands=[["python3", "import.py"]],
+    )
+    with_claims(
+        "dataset-not-allowed",
+        "dataset-not-allowed",
+        "datasets lists only 'audit-logs'; the request names 'exports'",
+        datasets=["audit-logs"],
+    )
+    with_claims(
+        "risk-high",
+        "risk-not-accepted",
+        "risk 'high'; the host policy accepts low and medium",
+        risk="high",
+    )
+    with_claims(
+        "delivery-fd-only",
+        "delivery-not-allowed",
+        "delivery is ['fd'] only; the request has the secret delivered by env",
+        delivery=["fd"],
+    )
+    with_claims(
+        "reserved-secret-name",
+        "FormatError",
+        "secret_name LD_PRELOAD is reserved (it changes how the child loads "
+        "code); signed, so refused after authentication, naming the field",
+        {"detail": "secret_name"},
+        secret_name="LD_PRELOAD",  # noqa: S106 - a variable name, not a secret
+    )
+    with_claims(
+        "identity-without-declaration",
+        "FormatError",
+        "identity set but declaration empty; signed, so refused after "
+        "authentication, naming the field",
+        {"detail": "declaration"},
+        identity=IDENTITY,
+    )
+    ident = parse_identity(DECLARATION, Path(f"{IDENTITY}.toml"))
+    assert ident.digest == hashlib.sha256(DECLARATION).hexdigest()  # noqa: S101
+    with_claims(
+        "with-identity",
+        "ok",
+        f"valid; issued under identity {IDENTITY} (declaration digest in "
+        "'declaration'), owner a team mailbox",
+        {"identity": IDENTITY, "declaration": ident.digest, "owner": ident.owner},
+        bundle_id="00112233445566778899aabbccddeeff",
+        owner=ident.owner,
+        identity=IDENTITY,
+        declaration=bytes.fromhex(ident.digest),
+        datasets=list(ident.datasets),
+        risk=ident.risk,
     )
     return out
 
@@ -653,8 +736,9 @@ def generate() -> dict[str, bytes]:
         put(name, data, "trust-root", expect, why)
     for name, data, expect, why in enrollment_vectors(files["trust-root.kit"]):
         put(name, data, "enrollment", expect, why)
-    for name, data, expect, why in bundle_vectors():
-        extra = {"secret": SECRET.decode()} if expect == "ok" else {}
+    for name, data, expect, why, extra in bundle_vectors():
+        if expect == "ok":
+            extra = {"secret": SECRET.decode(), **extra}
         put(name, data, "bundle", expect, why, **extra)
     for name, data, expect, codes, why in receipt_vectors(
         files["bundle-valid.kit"], files["bundle-untrusted-signer.kit"]
@@ -698,11 +782,14 @@ def generate() -> dict[str, bytes]:
         "scripts/make_vectors.py. Private keys here are test material only.",
         "now": NOW,
         "leeway": 30,
+        "risk_levels": RISK_LEVELS,
         "floor": NOW - DAY,
         "host": {"name": "build-01", "env": "prod", "hpke_key": "host-hpke.key"},
         "trust_root": "trust-root.kit",
         "task": TASK,
         "command": COMMAND,
+        "datasets": DATASETS,
+        "delivery": DELIVERY,
         "passphrase": PASSPHRASE,
         "vectors": entries,
     }

@@ -103,6 +103,7 @@ def test_valid_declaration_loads(tmp_path: Path) -> None:
         approvals=0,
         rotation_period=90 * 86400,
         retire_on=date(2027, 6, 30),
+        delivery=("env", "fd", "file", "stdin"),
         path=path,
         digest=hashlib.sha256(path.read_bytes()).hexdigest(),
     )

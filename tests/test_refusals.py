@@ -206,8 +206,9 @@ def oversized(w: World, out: Path) -> Bad:
 
 
 def fifo(w: World, out: Path) -> Bad:
+    # A FIFO holds no valid bundle: malformed input, refused without reading.
     i = w.issue()
-    bad = _deny(i, MediaError, "unreadable", out, authenticated=False)
+    bad = _deny(i, FormatError, "malformed", out, authenticated=False)
     bad.path = out.parent / "bundle.fifo"
     os.mkfifo(bad.path)
     bad.message = "not a regular file"
@@ -413,11 +414,12 @@ def test_read_bundle_refuses_files_that_are_not_plain_bundles(
         assert host.read_bundle(real) == i.data
         for path, why in (
             (link, "symbolic link"),
-            (pipe, "not a regular file"),
             (tmp_path / "missing.kit", "no such file"),
         ):
             with pytest.raises(MediaError, match=why):
                 host.read_bundle(path)
+        with pytest.raises(FormatError, match="not a regular file"):
+            host.read_bundle(pipe)
         with pytest.raises(FormatError, match="over the 65536-byte cap"):
             host.read_bundle(big)
         # Oversized bytes that reach the parser anyway are refused too.

@@ -40,6 +40,7 @@ def _request(ident: Identity, **changes: object) -> IssueRequest:
         owner=ident.owner,
         datasets=ident.datasets,
         risk=ident.risk,
+        delivery=ident.delivery,
         identity=ident,
     )
     return dataclasses.replace(req, **changes)  # type: ignore[arg-type]
@@ -69,6 +70,7 @@ def test_issue_under_an_identity_records_it(world: World, migration: Identity) -
         ({"ttl": 8 * 24 * 3600}, "ttl:"),
         ({"max_uses": 8}, "max_uses:"),
         ({"risk": "low"}, "risk and owner"),
+        ({"delivery": ("env", "fd")}, "delivery: 'env'"),
     ],
 )
 def test_request_wider_than_the_declaration_is_refused(
@@ -298,3 +300,46 @@ def test_command_prefix_is_exact(world: World) -> None:
             host.close()
         assert caught.value.code == "command-not-allowed"
     assert world.uses() == []
+
+
+def test_declaration_without_env_delivery_reaches_the_host(
+    world: World, migration: Identity, tmp_path: Path
+) -> None:
+    assert migration.delivery == ("fd", "file")
+    data, claims = world.signer.issue(_request(migration), b"tok-5", T0)
+    assert claims.delivery == ("fd", "file")
+    host = world.host()
+    try:
+        with pytest.raises(DeniedError) as caught:
+            host.authorize(
+                data,
+                task=migration.task,
+                command=migration.commands[0],
+                now=T0,
+                datasets=migration.datasets,
+                delivery="env",
+            )
+    finally:
+        host.close()
+    exc = caught.value
+    assert exc.code == "delivery-not-allowed"
+    secret = tmp_path / "s"
+    secret.write_bytes(b"tok-6")
+    proc = world.kit(
+        "issue",
+        "--identity",
+        "nightly-migration-prod",
+        "--host",
+        "build-01",
+        "--bundles",
+        SHIPPED,
+        "--ttl",
+        "1h",
+        "--allow-deliver",
+        "env",
+        "--secret-file",
+        secret,
+        "--home",
+        world.signer_home,
+    )
+    assert proc.returncode == 2 and b"delivery: 'env' is not allowed" in proc.stderr

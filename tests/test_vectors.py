@@ -24,7 +24,13 @@ from kit.formats.bundle import MAX_LIFETIME, MAX_USES, decode_claims, parse_bund
 from kit.formats.enrollment import load_enrollment
 from kit.formats.trustroot import TrustRoot, load_trust_root
 from kit.host.policy import HostPolicy
-from kit.host.verifier import HostIdentity, Request, authenticate, check_scope
+from kit.host.verifier import (
+    HostIdentity,
+    Request,
+    Verified,
+    authenticate,
+    check_scope,
+)
 from kit.storage.base import HostRecord, IssuanceRecord
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -106,8 +112,9 @@ def test_enrollment(entry: dict[str, Any]) -> None:
 
 def scope_kwargs(now: int) -> dict[str, Any]:
     """The host-side inputs of check_scope beyond the bundle: identity, policy
-    (the manifest's leeway is its only host-specific setting), clock floor,
-    request and clock."""
+    (the manifest's leeway and risk levels are its only host-specific
+    settings), clock floor, request (task, argv, datasets, delivery mode) and
+    clock."""
     h = MANIFEST["host"]
     return {
         "root": pinned_root(),
@@ -117,30 +124,46 @@ def scope_kwargs(now: int) -> dict[str, Any]:
             max_lifetime=MAX_LIFETIME,
             max_uses=MAX_USES,
             leeway=MANIFEST["leeway"],
+            risk_levels=tuple(MANIFEST["risk_levels"]),
         ),
         "floor": MANIFEST["floor"],
-        "request": Request(MANIFEST["task"], tuple(MANIFEST["command"])),
+        "request": Request(
+            MANIFEST["task"],
+            tuple(MANIFEST["command"]),
+            tuple(MANIFEST["datasets"]),
+            MANIFEST["delivery"],
+        ),
         "now": now,
     }
 
 
-def open_bundle(data: bytes, now: int) -> bytes:
+def open_bundle(data: bytes, now: int) -> tuple[Verified, bytes]:
     """What a host does (FORMAT.md 5.4), minus the use counter."""
     verified = authenticate(data, pinned_root())
     check_scope(verified, **scope_kwargs(now))
-    return host_key().open(verified.bundle.sealed, verified.bundle.seal_info)
+    return verified, host_key().open(verified.bundle.sealed, verified.bundle.seal_info)
 
 
 @pytest.mark.parametrize("entry", of_kind("bundle"))
 def test_bundle(entry: dict[str, Any]) -> None:
     try:
-        secret = open_bundle(read(entry["file"]), entry["now"])
+        verified, secret = open_bundle(read(entry["file"]), entry["now"])
         got = "ok"
     except KitError as exc:
         got = outcome(exc)
+        message = str(exc)
     assert got == entry["expect"]
+    if "detail" in entry:
+        # Refused after authentication: the error names the claim at fault
+        # (a flaw found before the signature check is reported uniformly).
+        assert entry["detail"] in message, message
     if got == "ok":
         assert secret == entry["secret"].encode()
+        c = verified.claims
+        assert c.identity == entry.get("identity", "")
+        assert c.declaration.hex() == entry.get("declaration", "")
+        if "owner" in entry:
+            assert c.owner == entry["owner"]
 
 
 def ledger() -> tuple[list[HostRecord], list[IssuanceRecord]]:

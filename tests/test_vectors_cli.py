@@ -6,12 +6,16 @@ files through the CLI a host, an operator and an auditor use, under
 the real clock cannot be used). The homes hold the vector keys:
 
 - a host home made by ``init_host`` with the vector trust root, then given the
-  vector host's HPKE key and receipt seed, the manifest's leeway and clock
-  floor, and a policy serving its env with the format's own caps (as the
-  library test does), so only the bundle decides;
+  vector host's HPKE key and receipt seed, the manifest's leeway, risk levels
+  and clock floor, and a policy serving its env with the format's own caps (as
+  the library test does), so only the bundle decides;
 - a signer home whose trust root and sealed key are the vector ones
   (``sealed-key.bin`` holds the issuer seed under the manifest passphrase) and
   whose ledger holds ``enrollment-valid.kit`` and ``bundle-valid.kit``.
+
+Every ``kit verify`` and ``kit run`` asks for the manifest's request: its
+task and argv, each of its datasets as ``--dataset`` and its delivery mode
+(``--deliver`` for verify; ``kit run`` delivers by env unless told otherwise).
 
 Each test works on its own copy of the module's template homes.
 """
@@ -73,6 +77,9 @@ NOW = MANIFEST["now"]
 HOST = MANIFEST["host"]
 TASK = MANIFEST["task"]
 COMMAND = tuple(MANIFEST["command"])
+DATASETS = tuple(MANIFEST["datasets"])
+DELIVERY = MANIFEST["delivery"]
+DATASET_ARGS = [a for d in DATASETS for a in ("--dataset", d)]
 PASSPHRASE = MANIFEST["passphrase"].encode()
 SECRET = ENTRIES["bundle-valid.kit"]["secret"]
 [SEED_FILE] = [e["file"] for e in MANIFEST["vectors"] if e["kind"] == "ed25519-seed"]
@@ -155,6 +162,7 @@ def host_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_lifetime=MAX_LIFETIME,
         max_uses=MAX_USES,
         leeway=MANIFEST["leeway"],
+        risk_levels=tuple(MANIFEST["risk_levels"]),
     )
     atomic_write(home / POLICY_FILE, policy.to_toml().encode())
     state = SqliteHostState(home / STATE_FILE)
@@ -216,9 +224,12 @@ def bundle_id_of(entry: dict[str, Any]) -> str:
     return decode_claims(parse_bundle(read(entry["file"])).claims_bytes).bundle_id
 
 
-def check_refusal_stderr(stderr: str, expect: str) -> None:
+def check_refusal_stderr(stderr: str, entry: dict[str, Any]) -> None:
+    expect = entry["expect"]
     if expect == "FormatError":
         assert "kit: error: " in stderr, stderr
+        # Refused after authentication: the message names the claim at fault.
+        assert entry.get("detail", "") in stderr, stderr
     elif expect == "UnauthenticatedError":
         # Uniform: the message never says which check failed.
         assert "kit: denied: bundle is not validly signed by a trusted key" in stderr
@@ -242,6 +253,8 @@ def check_denial_receipt(
     as_read = data if len(data) <= BUNDLE_CAP else b""
     assert last.bundle_digest == hashlib.sha256(as_read).digest()
     assert (last.task, last.command, last.use) == (TASK, command, 0)
+    # What was asked is recorded as asked; a refusal hands nothing over.
+    assert (last.datasets, last.delivery) == (DATASETS, "")
     # The bundle id is recorded only once the bundle authenticated and decoded.
     authenticated = expect not in ("FormatError", "UnauthenticatedError")
     assert last.bundle_id == (bundle_id_of(entry) if authenticated else "")
@@ -258,6 +271,9 @@ def test_bundle_verify(entry: dict[str, Any], host_home: Path) -> None:
         TASK,
         "--command",
         shlex.join(COMMAND),
+        *DATASET_ARGS,
+        "--deliver",
+        DELIVERY,
         "--home",
         host_home,
         "--json",
@@ -278,7 +294,7 @@ def test_bundle_verify(entry: dict[str, Any], host_home: Path) -> None:
     refusal = json.loads(r.stdout)  # --json reports a refusal on stdout too
     assert refusal["ok"] is False
     assert refusal["reason"] == journal(host_home)[0].reason
-    check_refusal_stderr(r.stderr, expect)
+    check_refusal_stderr(r.stderr, entry)
     assert len(journal(host_home)) == 1
     check_denial_receipt(host_home, entry, "verify", COMMAND)
 
@@ -295,11 +311,13 @@ def workdir(tmp_path: Path) -> Path:
 def kit_run(
     home: Path, entry: dict[str, Any], work: Path
 ) -> subprocess.CompletedProcess[str]:
+    assert DELIVERY == "env", "kit run delivers by env by default"
     return kit(
         "run",
         VECTORS / entry["file"],
         "--task",
         TASK,
+        *DATASET_ARGS,
         "--home",
         home,
         "--",
@@ -322,12 +340,13 @@ def test_bundle_run(entry: dict[str, Any], host_home: Path, workdir: Path) -> No
         release, end = journal(host_home)
         assert (release.event, release.action, release.use) == ("release", "run", 1)
         assert (release.bundle_id, release.command) == (bid, COMMAND)
+        assert (release.datasets, release.delivery) == (DATASETS, DELIVERY)
         assert (end.event, end.exit_status, end.bundle_id) == ("exit", 0, bid)
         assert uses(host_home, bid) == 1
         return
     assert not out.exists(), "a refused bundle reached the child"
     assert SECRET not in r.stdout + r.stderr
-    check_refusal_stderr(r.stderr, expect)
+    check_refusal_stderr(r.stderr, entry)
     assert len(journal(host_home)) == 1
     check_denial_receipt(host_home, entry, "run", COMMAND)
 

@@ -119,7 +119,7 @@ def host_status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         print(
             f"  policy       envs {', '.join(pol['environments'])}; max lifetime "
             f"{pol['max_lifetime']} s; max uses {pol['max_uses']}; leeway "
-            f"{pol['leeway']} s"
+            f"{pol['leeway']} s; risk {', '.join(pol['risk_levels'])}"
         )
         print(
             f"  receipts     {rec['last_seq']} written, {rec['not_exported']} not "

@@ -231,7 +231,8 @@ def issue(
             encoding.check_text(value, what, pattern)
     except FormatError as exc:
         raise UsageError(str(exc)) from None
-    modes = tuple(dict.fromkeys(deliver)) if deliver else DELIVERY_MODES
+    default_modes = ident.delivery if ident is not None else DELIVERY_MODES
+    modes = tuple(dict.fromkeys(deliver)) if deliver else default_modes
     if any(m not in DELIVERY_MODES for m in modes):
         raise UsageError(f"--allow-deliver takes {', '.join(DELIVERY_MODES)}")
     if risk is not None and risk not in RISKS:

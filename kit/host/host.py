@@ -462,6 +462,7 @@ class Host:
                 "environments": list(self.policy.environments),
                 "max_lifetime": self.policy.max_lifetime,
                 "max_uses": self.policy.max_uses,
+                "risk_levels": list(self.policy.risk_levels),
                 "leeway": self.policy.leeway,
             },
             "staged": staged,

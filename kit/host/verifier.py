@@ -107,7 +107,7 @@ def check_scope(
     request: Request,
     now: int,
 ) -> None:
-    """Steps 4 to 12. Raises DeniedError with a stable code and exact detail."""
+    """Steps 4 to 14. Raises DeniedError with a stable code and exact detail."""
     c = v.claims
     task, command = request.task, request.command
     leeway = policy.leeway

@@ -31,7 +31,14 @@ from typing import Any
 from kit import encoding
 from kit.duration import parse_duration
 from kit.errors import FormatError, KitError, MediaError
-from kit.formats.bundle import ARG_RE, MAX_ARGS, MAX_COMMANDS, MAX_LIFETIME, MAX_USES
+from kit.formats.bundle import (
+    ARG_RE,
+    DELIVERY_MODES,
+    MAX_ARGS,
+    MAX_COMMANDS,
+    MAX_LIFETIME,
+    MAX_USES,
+)
 from kit.fsutil import read_regular
 
 SUFFIX = ".toml"
@@ -65,7 +72,7 @@ KEYS = (
     "approvals",
     "rotation_period",
 )
-OPTIONAL_KEYS = ("retire_on",)
+OPTIONAL_KEYS = ("retire_on", "delivery")
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ class Identity:
     approvals: int
     rotation_period: int
     retire_on: date | None
+    delivery: tuple[str, ...]
     path: Path
     digest: str  # hex SHA-256 of the file bytes
 
@@ -143,6 +151,7 @@ class Identity:
             "approvals": self.approvals,
             "rotation_period": self.rotation_period,
             "retire_on": None if self.retire_on is None else str(self.retire_on),
+            "delivery": list(self.delivery),
             "file": str(self.path),
             "digest": self.digest,
         }
@@ -504,6 +513,27 @@ def _check_datasets(c: _Checker) -> tuple[str, ...] | None:
     return tuple(out)
 
 
+def _check_delivery(c: _Checker) -> tuple[str, ...] | None:
+    """Optional: the delivery modes a host may use (default: all). Leaving out
+    "env" keeps the secret out of the child's environment."""
+    if "delivery" not in c.doc:
+        return DELIVERY_MODES
+    v = c.doc["delivery"]
+    if (
+        not isinstance(v, list)
+        or not v
+        or any(m not in DELIVERY_MODES for m in v)
+        or len(set(v)) != len(v)
+    ):
+        c.bad(
+            "delivery",
+            "delivery must be a non-empty list of distinct modes from "
+            f"{', '.join(DELIVERY_MODES)}, got {_show(v)}",
+        )
+        return None
+    return tuple(v)
+
+
 def _check_risk_and_approvals(c: _Checker) -> tuple[str | None, int | None]:
     risk = c.get("risk")
     if risk is not None and risk not in RISKS:
@@ -583,6 +613,7 @@ def _parse(data: bytes, path: Path) -> _Parsed:
         "rotation_period", MIN_ROTATION, MAX_ROTATION, "the longest rotation period"
     )
     retire_on = _check_retire_on(c)
+    delivery = _check_delivery(c)
 
     if c.problems:
         c.problems.sort(key=lambda p: p.line)
@@ -590,6 +621,7 @@ def _parse(data: bytes, path: Path) -> _Parsed:
     # Each None above has added a problem; the asserts only narrow types.
     assert name and owner and purpose and environment and task  # noqa: S101
     assert commands is not None and datasets is not None  # noqa: S101
+    assert delivery is not None  # noqa: S101
     assert risk is not None and approvals is not None  # noqa: S101
     assert max_lifetime and max_uses and rotation  # noqa: S101
     identity = Identity(
@@ -606,6 +638,7 @@ def _parse(data: bytes, path: Path) -> _Parsed:
         approvals=approvals,
         rotation_period=rotation,
         retire_on=retire_on,
+        delivery=delivery,
         path=path,
         digest=hashlib.sha256(data).hexdigest(),
     )

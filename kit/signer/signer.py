@@ -85,6 +85,9 @@ def check_within(ident: Identity, req: IssueRequest, now: int) -> None:
             f"max_uses: {req.max_uses} exceeds the max_uses of "
             f"{where}, {ident.max_uses}"
         )
+    for mode in req.delivery:
+        if mode not in ident.delivery:
+            raise UsageError(f"delivery: {mode!r} is not allowed by {where}")
     if req.risk != ident.risk or req.owner != ident.owner:
         raise UsageError(f"risk and owner come from {where}; do not override them")
 
