@@ -446,8 +446,11 @@ def root_body(**changes: Any) -> bytes:
                 "key_id": ISSUER.key_id,
                 "public_key": ISSUER.public_key,
                 "roles": ["root", "issuer"],
+                "label": "signer",
             }
         ],
+        "thresholds": {"root": 1, "issuer": 1},
+        "approvals": {"low": 0, "medium": 0, "high": 0},
     }
     body.update(changes)
     return encoding.encode(body)
@@ -468,6 +471,7 @@ def root_vectors() -> list[tuple[str, bytes, str, str]]:
         "key_id": UNTRUSTED.key_id,
         "public_key": ISSUER.public_key,
         "roles": ["root", "issuer"],
+        "label": "signer",
     }
     issuer_only = dict(key, key_id=ISSUER.key_id, roles=["issuer"])
     return [

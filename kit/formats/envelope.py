@@ -112,6 +112,7 @@ def open_self_signed(
     cap: int,
     what: str,
     signing_keys: Callable[[Any], Mapping[str, bytes]],
+    threshold: Callable[[Any], int] = lambda body: 1,
 ) -> tuple[Envelope, Any]:
     """Authenticate an object that carries its own public key(s), such as a
     trust root or an enrollment request, then return it decoded.
@@ -124,8 +125,9 @@ def open_self_signed(
         env = parse_envelope(data, label=label, cap=cap, what=what)
         body = encoding.decode(env.body, cap=cap, what=what)
         keys = signing_keys(body)
+        needed = threshold(body)
     except FormatError as exc:
         log.debug("%s refused before authentication: %s", what, exc)
         raise withheld(what) from None
-    verify_envelope(env, keys, threshold=1, what=what)
+    verify_envelope(env, keys, threshold=needed, what=what)
     return env, body

@@ -1,19 +1,34 @@
-"""Trust root: the signed list of keys a host trusts, by role (FORMAT.md 4)."""
+"""Trust root: the signed list of keys a host trusts, by role (FORMAT.md 4).
+
+A trust root names each key's roles (``root`` signs trust roots, ``issuer``
+signs bundles, ``approver`` co-signs risky bundles), how many distinct root
+and issuer signatures an object needs, and how many distinct approvals each
+risk level needs. Version N+1 is accepted only when signed by a threshold of
+version N's root keys and of its own (FORMAT.md 4.3).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kit import encoding
 from kit.crypto.sign import ALGORITHM, PUB_LEN, SigningKey, key_id
-from kit.errors import FormatError
-from kit.formats.envelope import Envelope, open_self_signed, seal_envelope
+from kit.errors import FormatError, UnauthenticatedError
+from kit.formats.envelope import (
+    Envelope,
+    open_self_signed,
+    seal_envelope,
+    verify_envelope,
+)
 
 LABEL = "kit/trust-root/v1"
 CAP = 16 * 1024
-ROLES = ("root", "issuer")
+ROLES = ("root", "issuer", "approver")
+THRESHOLD_ROLES = ("root", "issuer")
+RISKS = ("low", "medium", "high")
 MAX_KEYS = 32
+LABEL_RE = encoding.NAME_RE
 
 
 @dataclass(frozen=True)
@@ -21,6 +36,7 @@ class TrustedKey:
     key_id: str
     public_key: bytes
     roles: frozenset[str]
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -31,17 +47,65 @@ class TrustRoot:
     expires_at: int
     keys: tuple[TrustedKey, ...]
     envelope: Envelope
+    thresholds: dict[str, int] = field(default_factory=lambda: {"root": 1, "issuer": 1})
+    approvals: dict[str, int] = field(
+        default_factory=lambda: {"low": 0, "medium": 0, "high": 0}
+    )
 
     def keys_for(self, role: str) -> dict[str, bytes]:
         return {k.key_id: k.public_key for k in self.keys if role in k.roles}
+
+    def label_of(self, kid: str) -> str:
+        """A key as people compare it: its label and a short fingerprint."""
+        for k in self.keys:
+            if k.key_id == kid:
+                return f"{k.label or 'unlabelled'} ({kid[:12]})"
+        return f"unknown key ({kid[:12]})"
 
     @property
     def digest(self) -> bytes:
         return self.envelope.digest
 
 
+@dataclass(frozen=True)
+class KeySpec:
+    """One key of a trust root being made."""
+
+    public_key: bytes
+    roles: tuple[str, ...]
+    label: str
+
+
 def make_trust_root(
-    name: str, key: SigningKey, *, version: int, created_at: int, expires_at: int
+    name: str,
+    key: SigningKey,
+    *,
+    version: int,
+    created_at: int,
+    expires_at: int,
+    label: str = "signer",
+) -> bytes:
+    """Version 1: one key holding every role but approver, self-signed."""
+    return sign_trust_root(
+        name,
+        [KeySpec(key.public_key, ("root", "issuer"), label)],
+        [key],
+        version=version,
+        created_at=created_at,
+        expires_at=expires_at,
+    )
+
+
+def sign_trust_root(
+    name: str,
+    keys: list[KeySpec],
+    signers: list[SigningKey],
+    *,
+    version: int,
+    created_at: int,
+    expires_at: int,
+    thresholds: dict[str, int] | None = None,
+    approvals: dict[str, int] | None = None,
 ) -> bytes:
     body = encoding.encode(
         {
@@ -52,54 +116,123 @@ def make_trust_root(
             "keys": [
                 {
                     "algorithm": ALGORITHM,
-                    "key_id": key.key_id,
-                    "public_key": key.public_key,
-                    "roles": list(ROLES),
+                    "key_id": key_id(k.public_key),
+                    "public_key": k.public_key,
+                    "roles": list(k.roles),
+                    "label": k.label,
                 }
+                for k in keys
             ],
+            "thresholds": thresholds or {"root": 1, "issuer": 1},
+            "approvals": approvals or {"low": 0, "medium": 0, "high": 0},
         }
     )
-    return seal_envelope(LABEL, body, [key])
+    return seal_envelope(LABEL, body, signers)
 
 
 def load_trust_root(data: bytes) -> TrustRoot:
-    """Parse and check the self-signature by the root key(s) it lists.
+    """Parse a trust root and check it is signed by a threshold of the root
+    keys it lists itself. (That it descends from the pinned root is checked
+    by :func:`check_successor`.)
 
     Raises FormatError or UnauthenticatedError.
     """
     env, body = open_self_signed(
-        data, label=LABEL, cap=CAP, what="trust root", signing_keys=_root_keys
+        data,
+        label=LABEL,
+        cap=CAP,
+        what="trust root",
+        signing_keys=_root_keys,
+        threshold=_root_threshold,
     )
     f = encoding.Fields(body, "trust root")
     name = f.text("name", encoding.NAME_RE)
     version = f.integer("version", 1, 1 << 31)
     created_at = f.time("created_at")
     expires_at = f.time("expires_at")
-    keys: list[TrustedKey] = []
-    for i, item in enumerate(f.array("keys", MAX_KEYS)):
-        k = encoding.Fields(item, f"trust root key {i}")
-        k.choice("algorithm", (ALGORITHM,))
-        kid = k.text("key_id", encoding.HEX32_RE)
-        pub = k.binary("public_key", PUB_LEN)
-        roles = k.array("roles", len(ROLES))
-        k.done()
-        if kid != key_id(pub):
-            raise FormatError(f"trust root key {i}: key_id does not match public_key")
-        if (
-            not roles
-            or any(r not in ROLES for r in roles)
-            or len(set(roles)) != len(roles)
-        ):
-            raise FormatError(
-                f"trust root key {i}: roles must be distinct, from " + ", ".join(ROLES)
-            )
-        keys.append(TrustedKey(kid, pub, frozenset(roles)))
+    keys = tuple(_key(item, i) for i, item in enumerate(f.array("keys", MAX_KEYS)))
+    thresholds = _counts(f.raw("thresholds"), THRESHOLD_ROLES, "thresholds", 1)
+    approvals = _counts(f.raw("approvals"), RISKS, "approvals", 0)
     f.done()
     if len({k.key_id for k in keys}) != len(keys):
         raise FormatError("trust root lists a key twice")
     if expires_at <= created_at:
         raise FormatError("trust root expires before it was created")
-    return TrustRoot(name, version, created_at, expires_at, tuple(keys), env)
+    for role in THRESHOLD_ROLES:
+        have = sum(1 for k in keys if role in k.roles)
+        if thresholds[role] > have:
+            raise FormatError(
+                f"trust root threshold for {role} is {thresholds[role]} but it "
+                f"lists {have} {role} key(s)"
+            )
+    approvers = sum(1 for k in keys if "approver" in k.roles)
+    for risk in RISKS:
+        if approvals[risk] > approvers:
+            raise FormatError(
+                f"trust root needs {approvals[risk]} approval(s) for {risk} risk "
+                f"but lists {approvers} approver key(s)"
+            )
+    return TrustRoot(
+        name, version, created_at, expires_at, keys, env, thresholds, approvals
+    )
+
+
+def check_successor(current: TrustRoot, candidate: TrustRoot) -> None:
+    """A new root must be the next version, signed by a threshold of the
+    current root keys as well as its own (a stolen new key alone, or an old
+    key alone, is not enough). Raises FormatError or UnauthenticatedError."""
+    if candidate.version != current.version + 1:
+        raise FormatError(
+            f"trust root v{candidate.version} does not follow v{current.version} "
+            "(versions step by one; rollbacks and skips are refused)"
+        )
+    if candidate.name != current.name:
+        raise FormatError(
+            f"trust root v{candidate.version} is for {candidate.name!r}, not "
+            f"{current.name!r}"
+        )
+    try:
+        verify_envelope(
+            candidate.envelope,
+            current.keys_for("root"),
+            threshold=current.thresholds["root"],
+            what="trust root",
+        )
+    except UnauthenticatedError:
+        needed = current.thresholds["root"]
+        raise UnauthenticatedError(
+            f"trust root v{candidate.version} (needs {needed} root signature(s) "
+            f"of v{current.version})"
+        ) from None
+
+
+def _key(item: Any, i: int) -> TrustedKey:
+    k = encoding.Fields(item, f"trust root key {i}")
+    k.choice("algorithm", (ALGORITHM,))
+    kid = k.text("key_id", encoding.HEX32_RE)
+    pub = k.binary("public_key", PUB_LEN)
+    roles = k.array("roles", len(ROLES))
+    label = k.text("label", LABEL_RE)
+    k.done()
+    if kid != key_id(pub):
+        raise FormatError(f"trust root key {i}: key_id does not match public_key")
+    if not roles or any(r not in ROLES for r in roles) or len(set(roles)) != len(roles):
+        raise FormatError(
+            f"trust root key {i}: roles must be distinct, from " + ", ".join(ROLES)
+        )
+    if "approver" in roles and len(roles) > 1:
+        raise FormatError(
+            f"trust root key {i}: an approver key holds no other role, so an "
+            "issuer cannot approve its own bundles"
+        )
+    return TrustedKey(kid, pub, frozenset(roles), label)
+
+
+def _counts(value: Any, names: tuple[str, ...], what: str, low: int) -> dict[str, int]:
+    f = encoding.Fields(value, f"trust root {what}")
+    counts = {n: f.integer(n, low, MAX_KEYS) for n in names}
+    f.done()
+    return counts
 
 
 def _root_keys(body: Any) -> dict[str, bytes]:
@@ -121,3 +254,11 @@ def _root_keys(body: Any) -> dict[str, bytes]:
         ):
             found[key_id(pub)] = pub
     return found
+
+
+def _root_threshold(body: Any) -> int:
+    thresholds = body.get("thresholds") if isinstance(body, dict) else None
+    value = thresholds.get("root") if isinstance(thresholds, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FormatError("trust root has no root threshold")
+    return value
