@@ -179,10 +179,5 @@ def _long_enough(passphrase: bytes, new: bool) -> bytes:
     return passphrase
 
 
-def fingerprint(digest: bytes) -> str:
-    h = digest.hex()[:40]
-    return " ".join(h[i : i + 4] for i in range(0, len(h), 4))
-
-
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")

@@ -19,12 +19,12 @@ from kit.cli.common import (
     HomeOpt,
     JsonOpt,
     emit_json,
-    fingerprint,
     handled,
     home_path,
     say,
 )
 from kit.cli.signer_cmds import utc
+from kit.crypto.sign import fingerprint
 from kit.errors import KitError, UsageError
 from kit.formats.bundle import Claims
 from kit.fsutil import atomic_write, read_regular
@@ -414,6 +414,8 @@ def import_cmd(
             f"staged {c.bundle_id}: task {c.task}, env {c.env}, {c.max_uses} use(s), "
             f"expires {utc(c.expires_at)}"
         )
+    for version in result.pinned:
+        say(f"pinned trust root v{version} (checked against its predecessor)")
     for note in result.skipped:
         say(f"skipped {note}")
     say(f"imported {len(staged)} bundle(s) from {folder}")

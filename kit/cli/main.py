@@ -13,6 +13,7 @@ from kit.cli.host_cmds import host_app, receipts_app, run, verify
 from kit.cli.host_cmds import import_cmd as import_media
 from kit.cli.policy_cmds import policy_app
 from kit.cli.signer_cmds import enroll, export, issue, reconcile_cmd, signer_app
+from kit.cli.trust_cmds import approve, approver_app, trust_app
 
 app = typer.Typer(
     name="kit",
@@ -28,8 +29,11 @@ app.add_typer(signer_app, name="signer")
 app.add_typer(host_app, name="host")
 app.add_typer(receipts_app, name="receipts")
 app.add_typer(policy_app, name="policy")
+app.add_typer(trust_app, name="trust")
+app.add_typer(approver_app, name="approver")
 app.command("enroll")(enroll)
 app.command("issue")(issue)
+app.command("approve")(approve)
 app.command("export")(export)
 app.command("import")(import_media)
 app.command("verify")(verify)

@@ -19,13 +19,13 @@ from kit.cli.common import (
     JsonOpt,
     PassFileOpt,
     emit_json,
-    fingerprint,
     handled,
     home_path,
     read_passphrase,
     say,
 )
 from kit.crypto.atrest import PROFILES
+from kit.crypto.sign import fingerprint
 from kit.duration import parse_duration
 from kit.errors import FormatError, UsageError
 from kit.formats.bundle import (
@@ -367,10 +367,13 @@ def export(
                 for b in signer.ledger.bundles()
                 if b.expires_at >= now and signer.outbox_path(b.bundle_id).exists()
             ]
+        # The current root and every earlier version, so that a host that
+        # missed rotations catches up from this one drop.
         files = {
             "trust-root.kit": read_regular(
                 signer.home / ROOT_FILE, 1 << 16, "trust root"
-            )
+            ),
+            **signer.root_history(),
         }
         for p in paths:
             data = read_regular(p, 64 * 1024, "bundle")
@@ -381,7 +384,8 @@ def export(
     finally:
         signer.close()
     write_media(to, files)
-    say(f"exported {len(files) - 1} bundle(s) and the trust root to {to}")
+    roots = sum(1 for n in files if n.startswith("trust-root"))
+    say(f"exported {len(files) - roots} bundle(s) and the trust root to {to}")
 
 
 @handled()

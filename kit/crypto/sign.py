@@ -23,6 +23,13 @@ def key_id(public_key: bytes) -> str:
     return hashlib.sha256(b"kit/key-id/v1\x00" + public_key).hexdigest()[:32]
 
 
+def fingerprint(digest: bytes) -> str:
+    """The first 160 bits of a digest in groups of four hex digits, as people
+    compare fingerprints out of band."""
+    h = digest.hex()[:40]
+    return " ".join(h[i : i + 4] for i in range(0, len(h), 4))
+
+
 def signed_message(label: str, body: bytes) -> bytes:
     return label.encode("ascii") + b"\x00" + body
 

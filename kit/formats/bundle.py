@@ -27,6 +27,7 @@ MAX_COMMANDS = 16
 MAX_ARGS = 32
 ARG_RE = re.compile(r"[^\x00]{1,256}")
 MAX_DATASETS = 32
+MAX_APPROVALS = 32
 RISKS = ("low", "medium", "high")
 # How the secret may reach the child (kit/host/runner.py).
 DELIVERY_MODES = ("env", "fd", "file", "stdin")
@@ -54,6 +55,7 @@ class Claims:
     datasets: tuple[str, ...] = ()
     risk: str = "low"
     delivery: tuple[str, ...] = DELIVERY_MODES
+    approvals: int = 0  # distinct approvals needed, at least (FORMAT.md 5.2)
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class Claims:
             "datasets": list(self.datasets),
             "risk": self.risk,
             "delivery": list(self.delivery),
+            "approvals": self.approvals,
         }
 
 
@@ -102,8 +105,7 @@ def encode_body(claims_bytes: bytes, sealed: bytes) -> bytes:
 def parse_bundle(data: bytes) -> Bundle:
     """Structural parse only (step 1 of FORMAT.md 5.4). Raises FormatError."""
     env = parse_envelope(data, label=LABEL, cap=CAP, what="bundle")
-    if len(env.signatures) != 1:
-        raise FormatError("bundle: exactly one issuer signature is expected")
+
     f = encoding.Fields(
         encoding.decode(env.body, cap=CAP, what="bundle body"), "bundle body"
     )
@@ -154,6 +156,7 @@ def decode_claims(claims_bytes: bytes) -> Claims:
         datasets=_names(f.array("datasets", MAX_DATASETS), "datasets"),
         risk=f.choice("risk", RISKS),
         delivery=_names(f.array("delivery", len(DELIVERY_MODES)), "delivery"),
+        approvals=f.integer("approvals", 0, MAX_APPROVALS),
     )
     f.done()
     check_claims_shape(c)

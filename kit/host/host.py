@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kit import encoding
 from kit.crypto.seal import SealingKey
-from kit.crypto.sign import SigningKey, key_id
+from kit.crypto.sign import SigningKey, fingerprint, key_id
 from kit.errors import (
     DeniedError,
     FormatError,
@@ -31,12 +32,13 @@ from kit.formats import receipt as rfmt
 from kit.formats.bundle import CAP as BUNDLE_CAP
 from kit.formats.bundle import MAX_ARGS, MAX_DATASETS, Claims
 from kit.formats.enrollment import Enrollment, make_enrollment
-from kit.formats.trustroot import TrustRoot, load_trust_root
+from kit.formats.trustroot import TrustRoot, check_successor, load_trust_root
 from kit.fsutil import (
     atomic_write,
     check_not_writable_by_others,
     check_private,
     ensure_private_dir,
+    fsync_dir,
     read_regular,
 )
 from kit.home import create_home, require_kind
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 HPKE_KEY = "hpke.key"
 RECEIPT_KEY = "receipt.key"
 ROOT_FILE = "trust-root.kit"
+PENDING_ROOT = "trust-root.pending"
 ENROLLMENT_FILE = "enrollment.kit"
 STATE_FILE = "state.db"
 INBOX = "inbox"
@@ -113,6 +116,7 @@ class Release:
 class ImportResult:
     staged: list[Verified]
     skipped: list[str]  # file names with the reason they were passed over
+    pinned: list[int] = field(default_factory=list)  # trust-root versions pinned
 
 
 def _utc(t: int) -> str:
@@ -154,6 +158,12 @@ class Host:
         if name is None or env is None:
             raise HomeError(f"{home}: host state lacks its name or environment")
         pinned = self.state.get("trust_root_sha256")
+        pending = home / PENDING_ROOT
+        if pinned != self.root.digest and os.path.lexists(pending):
+            data = read_regular(pending, 1 << 16, "pending trust root")
+            if hashlib.sha256(data).digest() == pinned:  # finish an interrupted pin
+                os.replace(pending, home / ROOT_FILE)
+                self.root = load_trust_root(data)
         if pinned != self.root.digest:
             raise HomeError(
                 f"{home / ROOT_FILE} is not the trust root pinned at host init "
@@ -486,27 +496,21 @@ class Host:
         several hosts and carry receipts back) are skipped and named.
         """
         files = read_media(folder)
-        pinned = self.root.envelope.raw
+        chain = self._root_chain(folder, files)
+        root = chain[-1] if chain else self.root
         staged: dict[str, Verified] = {}
         skipped: list[str] = []
         for name, data in files.items():
             path = folder / name
             if name.startswith("trust-root"):
-                if data != pinned:
-                    fp = hashlib.sha256(data).hexdigest()[:16]
-                    raise MediaError(
-                        f"{path}: a trust root other than the pinned one "
-                        f"(fingerprint {fp}...); trust-root rotation is not "
-                        "supported yet; nothing imported"
-                    )
                 continue
             if name.startswith("receipts-"):
                 skipped.append(f"{name} (a receipt batch, for the signer)")
                 continue
             if not (name.startswith("bundle-") and name.endswith(".kit")):
                 raise MediaError(f"{path}: not a file kit imports; nothing imported")
-            try:
-                v = authenticate(data, self.root)
+            try:  # approvals are counted when the bundle is used
+                v = authenticate(data, root, approvals=False)
             except (FormatError, UnauthenticatedError, DeniedError) as exc:
                 raise MediaError(f"{path}: {exc}; nothing imported") from None
             c = v.claims
@@ -514,9 +518,60 @@ class Host:
                 skipped.append(f"{name} (for host {c.host})")
                 continue
             staged[c.bundle_id] = v
+        for new in chain:
+            self._pin(new)
         for v in staged.values():
             atomic_write(self.inbox_path(v.claims.bundle_id), v.bundle.envelope.raw)
-        return ImportResult(list(staged.values()), skipped)
+        return ImportResult(list(staged.values()), skipped, [r.version for r in chain])
+
+    def _root_chain(self, folder: Path, files: dict[str, bytes]) -> list[TrustRoot]:
+        """The trust roots on the media that extend the pinned one, in order,
+        each checked against its predecessor (FORMAT.md 4.3). Older versions
+        are ignored; a different root at the pinned version, a gap, or a root
+        not signed by its predecessor's root keys refuses the whole import."""
+        found: dict[int, TrustRoot] = {}
+        for name, data in files.items():
+            if not name.startswith("trust-root"):
+                continue
+            try:
+                r = load_trust_root(data)
+            except (FormatError, UnauthenticatedError) as exc:
+                raise MediaError(f"{folder / name}: {exc}; nothing imported") from None
+            other = found.get(r.version)
+            if other is not None and other.digest != r.digest:
+                raise MediaError(
+                    f"{folder / name}: two different trust roots claim version "
+                    f"{r.version}; nothing imported"
+                )
+            found[r.version] = r
+        mine = found.get(self.root.version)
+        if mine is not None and mine.digest != self.root.digest:
+            raise MediaError(
+                f"{folder}: the media's trust root v{mine.version} (fingerprint "
+                f"{fingerprint(mine.digest)}) is not the pinned one "
+                f"({fingerprint(self.root.digest)}); nothing imported"
+            )
+        chain: list[TrustRoot] = []
+        current = self.root
+        for version in sorted(v for v in found if v > self.root.version):
+            new = found[version]
+            try:
+                check_successor(current, new)
+            except (FormatError, UnauthenticatedError) as exc:
+                raise MediaError(f"{folder}: {exc}; nothing imported") from None
+            chain.append(new)
+            current = new
+        return chain
+
+    def _pin(self, new: TrustRoot) -> None:
+        """Pin a checked successor: pending file, then the digest, then the
+        rename; an interruption is finished on the next open."""
+        atomic_write(self.home / PENDING_ROOT, new.envelope.raw)
+        self.state.put("trust_root_sha256", new.digest)
+        os.replace(self.home / PENDING_ROOT, self.home / ROOT_FILE)
+        fsync_dir(self.home)
+        self.root = new
+        log.debug("pinned trust root v%d", new.version)
 
     def inbox_path(self, bundle_id: str) -> Path:
         return self.home / INBOX / f"{bundle_id}.kit"

@@ -5,7 +5,9 @@ Steps, in order; the first that fails decides the refusal:
 1. parse the envelope strictly                      -> FormatError (uniform)
 2. issuer signature by a key the pinned root trusts  -> UnauthenticatedError
 3. decode the signed claims strictly                 -> FormatError (precise);
-   the issuer claim names the key that signed        -> issuer-mismatch
+   the issuer claim names the key that signed        -> issuer-mismatch;
+   approvals by distinct approver keys, as many as
+   the trust root asks for the bundle's risk         -> approvals-missing
 4. the pinned trust root has not expired             -> trust-root-expired
 5. the host clock is not behind its floor            -> clock-behind-floor
 6. sealed to this host (name and HPKE key id)        -> wrong-host
@@ -30,6 +32,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from kit.crypto.sign import verify_signature
 from kit.errors import DeniedError, FormatError
 from kit.formats.bundle import Bundle, Claims, decode_claims, parse_bundle
 from kit.formats.envelope import verify_envelope, withheld
@@ -62,7 +65,7 @@ class Verified:
     claims: Claims
 
 
-def authenticate(data: bytes, root: TrustRoot) -> Verified:
+def authenticate(data: bytes, root: TrustRoot, *, approvals: bool = True) -> Verified:
     """Steps 1 to 3.
 
     Raises FormatError("bundle is malformed") with no detail for any
@@ -77,7 +80,10 @@ def authenticate(data: bytes, root: TrustRoot) -> Verified:
         log.debug("bundle refused before authentication: %s", exc)
         raise withheld("bundle") from None
     signers = verify_envelope(
-        bundle.envelope, root.keys_for("issuer"), threshold=1, what="bundle"
+        bundle.envelope,
+        root.keys_for("issuer"),
+        threshold=root.thresholds["issuer"],
+        what="bundle",
     )
     claims = decode_claims(bundle.claims_bytes)
     if claims.issuer not in signers:
@@ -86,7 +92,44 @@ def authenticate(data: bytes, root: TrustRoot) -> Verified:
             f"the claims name issuer key {claims.issuer[:12]} but the bundle is "
             f"signed by {', '.join(sorted(k[:12] for k in signers))}",
         )
+    if approvals:
+        check_approvals(bundle, claims, root)
     return Verified(bundle, claims)
+
+
+def check_approvals(bundle: Bundle, claims: Claims, root: TrustRoot) -> None:
+    """As many distinct approver signatures as the bundle's claims ask for,
+    and at least what the pinned root asks for its risk level."""
+    approvers = approvals_of(bundle, root)
+    needed = max(claims.approvals, root.approvals[claims.risk])
+    if len(approvers) < needed:
+        by = ", ".join(root.label_of(k) for k in sorted(approvers)) or "nobody"
+        raise DeniedError(
+            "approvals-missing",
+            f"a {claims.risk}-risk bundle needs {needed} distinct approval(s); it "
+            f"has {len(approvers)} ({by})"
+            + (
+                ""
+                if root.keys_for("approver")
+                else "; the pinned trust root names "
+                "no approver keys: import a newer one"
+            ),
+        )
+
+
+def approvals_of(bundle: Bundle, root: TrustRoot) -> frozenset[str]:
+    """The distinct approver keys of the pinned root whose signatures over the
+    bundle verify. A key signing twice counts once; signatures by keys the
+    root does not name as approvers count for nothing."""
+    keys = root.keys_for("approver")
+    return frozenset(
+        kid
+        for kid, sig in bundle.envelope.signatures
+        if kid in keys
+        and verify_signature(
+            keys[kid], bundle.envelope.label, bundle.envelope.body, sig
+        )
+    )
 
 
 def _span(seconds: int) -> str:

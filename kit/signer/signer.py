@@ -21,7 +21,15 @@ from kit.errors import DeniedError, FormatError, HomeError, UsageError
 from kit.formats import bundle as bundle_fmt
 from kit.formats.enrollment import Enrollment, load_enrollment
 from kit.formats.envelope import seal_envelope
-from kit.formats.trustroot import TrustRoot, load_trust_root, make_trust_root
+from kit.formats.trustroot import (
+    ROLES,
+    KeySpec,
+    TrustRoot,
+    check_successor,
+    load_trust_root,
+    make_trust_root,
+    sign_trust_root,
+)
 from kit.fsutil import atomic_write, check_private, ensure_private_dir, read_regular
 from kit.home import create_home, require_kind
 from kit.signer.identity import Identity
@@ -34,6 +42,7 @@ KEY_FILE = "signer.key"
 ROOT_FILE = "trust-root.kit"
 LEDGER_FILE = "ledger.db"
 OUTBOX = "outbox"
+ROOTS = "trust-roots"
 DIGEST_INFO = b"kit/ledger-secret-digest/v1"
 ROOT_TTL_DEFAULT = 365 * 24 * 3600
 
@@ -115,6 +124,8 @@ def init_signer(
         name, key, version=1, created_at=now, expires_at=now + root_ttl
     )
     atomic_write(home / ROOT_FILE, root_bytes)
+    ensure_private_dir(home / ROOTS)
+    atomic_write(home / ROOTS / root_file_name(1), root_bytes)
     ensure_private_dir(home / OUTBOX)
     SqliteLedger(home / LEDGER_FILE).close()
     log.debug("signer home created, issuer key %s", key.key_id)
@@ -241,6 +252,10 @@ class Signer:
             datasets=req.datasets,
             risk=req.risk,
             delivery=req.delivery,
+            approvals=max(
+                req.identity.approvals if req.identity else 0,
+                self.root.approvals[req.risk],
+            ),
         )
         claims_bytes = encoding.encode(claims.to_map())
         try:  # the same checks the host will make, so nothing unusable is issued
@@ -277,3 +292,69 @@ class Signer:
 
     def outbox_path(self, bundle_id: str) -> Path:
         return self.home / OUTBOX / f"{bundle_id}.kit"
+
+    # -- trust-root rotation -------------------------------------------------
+
+    def rotate(
+        self,
+        now: int,
+        *,
+        add: tuple[KeySpec, ...] = (),
+        remove: tuple[str, ...] = (),
+        approvals: dict[str, int] | None = None,
+        ttl: int | None = None,
+    ) -> TrustRoot:
+        """Make trust root version N+1: the current keys less ``remove`` plus
+        ``add``, signed by this signer's root key, checked as a host will
+        check it, and kept with every earlier version for hosts that missed
+        some (FORMAT.md 4.3)."""
+        current = self.root
+        known = {k.key_id for k in current.keys}
+        for spec in add:
+            if key_id(spec.public_key) in known:
+                raise UsageError(
+                    f"key {key_id(spec.public_key)[:12]} is already in "
+                    f"trust root v{current.version}"
+                )
+        for kid in remove:
+            if kid not in known:
+                raise UsageError(f"no key {kid[:12]} in trust root v{current.version}")
+        if self.key.key_id in remove:
+            raise UsageError("the signer cannot remove its own root key")
+        keys = [
+            KeySpec(k.public_key, tuple(r for r in ROLES if r in k.roles), k.label)
+            for k in current.keys
+            if k.key_id not in remove
+        ] + list(add)
+        data = sign_trust_root(
+            current.name,
+            keys,
+            [self.key],
+            version=current.version + 1,
+            created_at=now,
+            expires_at=now + ttl if ttl else max(current.expires_at, now + 1),
+            thresholds=dict(current.thresholds),
+            approvals=dict(approvals or current.approvals),
+        )
+        try:
+            new = load_trust_root(data)
+        except FormatError as exc:
+            raise UsageError(f"the new trust root would be invalid: {exc}") from None
+        check_successor(current, new)
+        ensure_private_dir(self.home / ROOTS)
+        atomic_write(self.home / ROOTS / root_file_name(new.version), data)
+        atomic_write(self.home / ROOT_FILE, data)
+        self.root = new
+        return new
+
+    def root_history(self) -> dict[str, bytes]:
+        """Every trust-root version this signer made, by media file name."""
+        folder = self.home / ROOTS
+        return {
+            p.name: read_regular(p, 1 << 16, "trust root")
+            for p in sorted(folder.glob("trust-root-v*.kit"))
+        }
+
+
+def root_file_name(version: int) -> str:
+    return f"trust-root-v{version:06d}.kit"

@@ -1,0 +1,213 @@
+"""Trust-root rotation and approvals: kit trust ..., kit approver init,
+kit approve."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kit.cli.common import (
+    HomeOpt,
+    JsonOpt,
+    PassFileOpt,
+    emit_json,
+    handled,
+    home_path,
+    read_passphrase,
+    say,
+)
+from kit.cli.signer_cmds import utc
+from kit.crypto.atrest import PROFILES
+from kit.crypto.sign import fingerprint
+from kit.errors import UsageError
+from kit.formats.pubkey import load_public_key_file
+from kit.formats.trustroot import ROLES, KeySpec, TrustRoot
+from kit.fsutil import atomic_write, read_regular
+from kit.media import read_media
+from kit.signer.approver import Approver, init_approver
+from kit.signer.signer import Signer
+
+trust_app = typer.Typer(
+    help="The signer's trust root: keys by role, approvals per risk, rotation.",
+    no_args_is_help=True,
+)
+approver_app = typer.Typer(help="An approver's own home and key.", no_args_is_help=True)
+
+
+def _describe(root: TrustRoot) -> None:
+    print(f"trust root {root.name} v{root.version}, expires {utc(root.expires_at)}")
+    print(f"  fingerprint {fingerprint(root.digest)}")
+    for k in root.keys:
+        print(f"  {k.label:<20} {k.key_id[:12]}  {', '.join(sorted(k.roles))}")
+    a = root.approvals
+    print(
+        f"  approvals needed: low {a['low']}, medium {a['medium']}, high {a['high']}; "
+        f"root threshold {root.thresholds['root']}, issuer {root.thresholds['issuer']}"
+    )
+
+
+def _rotate(home: Path | None, passphrase_file: Path | None, **changes: object) -> None:
+    signer = Signer(home_path(home))
+    try:
+        signer.unlock(read_passphrase(passphrase_file))
+        new = signer.rotate(int(time.time()), **changes)  # type: ignore[arg-type]
+    finally:
+        signer.close()
+    say(f"trust root v{new.version} made and signed; kit export carries it to hosts")
+    _describe(new)
+
+
+@trust_app.command("show")
+@handled()
+def trust_show(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the current trust root: keys, roles, labels, approvals, thresholds."""
+    signer = Signer(home_path(home))
+    try:
+        root = signer.root
+    finally:
+        signer.close()
+    if json_out:
+        emit_json(
+            {
+                "name": root.name,
+                "version": root.version,
+                "expires_at": root.expires_at,
+                "sha256": root.digest.hex(),
+                "keys": [
+                    {"key_id": k.key_id, "label": k.label, "roles": sorted(k.roles)}
+                    for k in root.keys
+                ],
+                "approvals": root.approvals,
+                "thresholds": root.thresholds,
+            }
+        )
+    else:
+        _describe(root)
+
+
+@trust_app.command("add-key")
+@handled()
+def trust_add_key(
+    pubfile: Annotated[Path, typer.Argument(help="Public key file (approver.pub).")],
+    role: Annotated[str, typer.Option(help="approver, issuer or root.")] = "approver",
+    home: HomeOpt = None,
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Add a key to the trust root as its next version.
+
+    Example: kit trust add-key /media/usb/approver.pub --role approver
+    """
+    if role not in ROLES:
+        raise UsageError(f"--role takes {', '.join(ROLES)}")
+    pk = load_public_key_file(read_regular(pubfile, 4096, "public key file"))
+    say(f"adding {pk.label} ({fingerprint(pk.public_key)}) as {role}")
+    _rotate(home, passphrase_file, add=(KeySpec(pk.public_key, (role,), pk.label),))
+
+
+@trust_app.command("remove-key")
+@handled()
+def trust_remove_key(
+    key: Annotated[str, typer.Argument(help="Key id, or a unique prefix of it.")],
+    home: HomeOpt = None,
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Remove a key from the trust root as its next version."""
+    signer = Signer(home_path(home))
+    try:
+        matches = [k for k in signer.root.keys if k.key_id.startswith(key.lower())]
+    finally:
+        signer.close()
+    if len(matches) != 1:
+        raise UsageError(f"{key!r} matches {len(matches)} keys; give more of the id")
+    _rotate(home, passphrase_file, remove=(matches[0].key_id,))
+
+
+@trust_app.command("approvals")
+@handled()
+def trust_approvals(
+    low: Annotated[int, typer.Option(min=0, help="Approvals for low risk.")] = 0,
+    medium: Annotated[int, typer.Option(min=0, help="Approvals for medium risk.")] = 0,
+    high: Annotated[int, typer.Option(min=0, help="Approvals for high risk.")] = 0,
+    home: HomeOpt = None,
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Set how many distinct approvals each risk level needs (next version).
+
+    Example: kit trust approvals --medium 1 --high 2
+    """
+    _rotate(
+        home,
+        passphrase_file,
+        approvals={"low": low, "medium": medium, "high": high},
+    )
+
+
+@approver_app.command("init")
+@handled()
+def approver_init(
+    label: Annotated[str, typer.Option(help="Your name as operators will see it.")],
+    trust: Annotated[Path, typer.Option(help="Trust root file from the signer.")],
+    home: HomeOpt = None,
+    kdf: Annotated[
+        str, typer.Option(help="Argon2id cost: " + ", ".join(PROFILES))
+    ] = "moderate",
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Create an approver key; hand approver.pub to the signer.
+
+    Example: kit approver init --label alice --trust /media/usb/trust-root.kit
+    """
+    if kdf not in PROFILES:
+        raise UsageError(f"--kdf must be one of {', '.join(PROFILES)}")
+    path = home_path(home)
+    pub = init_approver(
+        path,
+        label,
+        read_passphrase(passphrase_file, confirm=True),
+        read_regular(trust, 1 << 16, "trust root"),
+        now=int(time.time()),
+        kdf_profile=kdf,
+    )
+    pk = load_public_key_file(pub)
+    say(f"approver home: {path}")
+    say(f"public key file: {path / 'approver.pub'} ({pk.label}, {pk.key_id[:12]})")
+    say("Give it to the signer: kit trust add-key approver.pub --role approver")
+
+
+@handled()
+def approve(
+    bundle: Annotated[Path, typer.Argument(help="Bundle file to approve.")],
+    home: HomeOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the approved bundle here (default: in place)."),
+    ] = None,
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="Media folder (from kit export) with newer trust roots to follow "
+            "first; each must descend from the pinned one."
+        ),
+    ] = None,
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Co-sign a bundle with your approver key after checking its issuer.
+
+    Example: kit approve /media/usb/bundle-3f2a...c1.kit
+    """
+    approver = Approver(home_path(home))
+    if trust is not None:
+        roots = [d for n, d in read_media(trust).items() if n.startswith("trust-root")]
+        approver.catch_up(roots)
+    approver.unlock(read_passphrase(passphrase_file))
+    approved, claims = approver.approve(read_regular(bundle, 64 * 1024, "bundle"))
+    atomic_write(out or bundle, approved)
+    say(
+        f"approved bundle {claims.bundle_id} ({claims.risk} risk, identity "
+        f"{claims.identity or 'ad hoc'}, task {claims.task}, host {claims.host}, "
+        f"expires {utc(claims.expires_at)})"
+    )
+    say(f"written to {out or bundle}")

@@ -1,0 +1,102 @@
+"""Approvers: people who co-sign risky bundles, from a home of their own on a
+machine apart from the signer (issue 5). An approval is one more Ed25519
+signature in the bundle's envelope, over the same label and exact body the
+issuer signed; hosts count approvals by distinct approver key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kit import encoding
+from kit.crypto import atrest
+from kit.crypto.sign import SigningKey
+from kit.errors import DeniedError, HomeError
+from kit.formats import bundle as bundle_fmt
+from kit.formats.envelope import verify_envelope
+from kit.formats.pubkey import make_public_key_file
+from kit.formats.trustroot import TrustRoot, check_successor, load_trust_root
+from kit.fsutil import atomic_write, check_private, read_regular
+from kit.home import create_home, require_kind
+
+KEY_FILE = "approver.key"
+PUB_FILE = "approver.pub"
+ROOT_FILE = "trust-root.kit"
+
+
+def init_approver(
+    home: Path,
+    label: str,
+    passphrase: bytes,
+    root_bytes: bytes,
+    *,
+    now: int,
+    kdf_profile: str = "moderate",
+) -> bytes:
+    """Create an approver home pinning the trust root; return the public key
+    file to hand to the signer (``kit trust add-key``)."""
+    encoding.check_text(label, "approver label", encoding.NAME_RE)
+    load_trust_root(root_bytes)
+    create_home(home, "approver")
+    key = SigningKey.generate()
+    atomic_write(
+        home / KEY_FILE,
+        atrest.seal_key(key.seed_unsafe(), passphrase, kdf_profile),
+        0o600,
+    )
+    atomic_write(home / ROOT_FILE, root_bytes)
+    pub = make_public_key_file(key, label, now)
+    atomic_write(home / PUB_FILE, pub)
+    return pub
+
+
+class Approver:
+    def __init__(self, home: Path) -> None:
+        require_kind(home, "approver")
+        self.home = home
+        self.root: TrustRoot = load_trust_root(
+            read_regular(home / ROOT_FILE, 1 << 16, "trust root")
+        )
+        self._key: SigningKey | None = None
+
+    def unlock(self, passphrase: bytes) -> None:
+        check_private(self.home / KEY_FILE)
+        sealed = read_regular(self.home / KEY_FILE, atrest.CAP, "approver key")
+        self._key = SigningKey(atrest.open_key(sealed, passphrase))
+
+    def catch_up(self, roots: list[bytes]) -> int:
+        """Follow newer trust roots, each checked against its predecessor
+        (versions step by one). Returns the version now pinned."""
+        by_version = {r.version: r for r in map(load_trust_root, roots)}
+        current = self.root
+        for version in sorted(v for v in by_version if v > current.version):
+            new = by_version[version]
+            check_successor(current, new)
+            atomic_write(self.home / ROOT_FILE, new.envelope.raw)
+            self.root = current = new
+        return current.version
+
+    def approve(self, data: bytes) -> tuple[bytes, bundle_fmt.Claims]:
+        """Check the issuer's signature, then add this approver's signature.
+
+        Refuses a bundle not signed by a pinned issuer key, and a bundle this
+        key has already approved.
+        """
+        if self._key is None:
+            raise HomeError("the approver key is locked")
+        bundle = bundle_fmt.parse_bundle(data)
+        verify_envelope(
+            bundle.envelope,
+            self.root.keys_for("issuer"),
+            threshold=self.root.thresholds["issuer"],
+            what="bundle",
+        )
+        claims = bundle_fmt.decode_claims(bundle.claims_bytes)
+        env = bundle.envelope
+        if any(kid == self._key.key_id for kid, _ in env.signatures):
+            raise DeniedError(
+                "already-approved",
+                f"bundle {claims.bundle_id} already has this approval",
+            )
+        sigs = [[kid, sig] for kid, sig in env.signatures]
+        sigs.append([self._key.key_id, self._key.sign(env.label, env.body)])
+        return encoding.encode([env.label, env.body, sigs]), claims

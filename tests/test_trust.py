@@ -1,0 +1,328 @@
+"""Approvals for risky bundles and trust-root rotation carried by hand: each
+rule with the hostile input (issues 5 and 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import PASSPHRASE, T0, TASK, World, child_argv
+
+from kit import encoding
+from kit.crypto.sign import SigningKey
+from kit.errors import DeniedError, MediaError, UsageError
+from kit.formats.bundle import parse_bundle
+from kit.formats.pubkey import load_public_key_file
+from kit.formats.trustroot import KeySpec, sign_trust_root
+from kit.media import write_media
+from kit.signer.approver import Approver, init_approver
+
+HOUR = 3600
+
+
+def _approver(world: World, tmp_path: Path, label: str) -> Approver:
+    home = tmp_path / f"approver-{label}"
+    pub = init_approver(
+        home,
+        label,
+        PASSPHRASE,
+        world.signer.root.envelope.raw,
+        now=T0,
+        kdf_profile="interactive",
+    )
+    pk = load_public_key_file(pub)
+    world.signer.rotate(T0, add=(KeySpec(pk.public_key, ("approver",), label),))
+    a = Approver(home)
+    a.unlock(PASSPHRASE)
+    return a
+
+
+def _carry_roots(world: World, tmp_path: Path, name: str = "usb") -> Path:
+    usb = tmp_path / name
+    write_media(usb, world.signer.root_history())
+    host = world.host()
+    try:
+        host.import_media(usb)
+    finally:
+        host.close()
+    return usb
+
+
+def _run(world: World, data: bytes, tmp_path: Path) -> None:
+    host = world.host()
+    try:
+        host.authorize(data, task=TASK, command=child_argv(tmp_path / "o"), now=T0)
+    finally:
+        host.close()
+
+
+def _refused(world: World, data: bytes, tmp_path: Path) -> DeniedError:
+    with pytest.raises(DeniedError) as caught:
+        _run(world, data, tmp_path)
+    assert not (tmp_path / "o").exists()
+    return caught.value
+
+
+@pytest.fixture
+def two_approvers(world: World, tmp_path: Path) -> tuple[Approver, Approver]:
+    alice = _approver(world, tmp_path, "alice")
+    bob = _approver(world, tmp_path, "bob")
+    world.signer.rotate(T0, approvals={"low": 0, "medium": 1, "high": 2})
+    for a in (alice, bob):
+        assert a.catch_up(list(world.signer.root_history().values())) == 4
+    _carry_roots(world, tmp_path)
+    (world.host_home("build-01") / "policy.toml").write_text(
+        'environments = ["prod"]\nrisk_levels = ["low", "medium", "high"]\n'
+    )
+    return alice, bob
+
+
+def test_rotation_reaches_the_host_and_sets_approval_counts(
+    world: World, tmp_path: Path, two_approvers: tuple[Approver, Approver]
+) -> None:
+    host = world.host()
+    try:
+        assert host.root.version == world.signer.root.version == 4
+        assert host.root.approvals == {"low": 0, "medium": 1, "high": 2}
+    finally:
+        host.close()
+
+
+def test_bundle_short_of_approvals_is_refused(
+    world: World, tmp_path: Path, two_approvers: tuple[Approver, Approver]
+) -> None:
+    alice, _ = two_approvers
+    issued = world.issue(risk="medium")
+    exc = _refused(world, issued.data, tmp_path)
+    assert exc.code == "approvals-missing"
+    assert "needs 1 distinct approval(s); it has 0 (nobody)" in str(exc)
+    approved, _ = alice.approve(issued.data)
+    _run(world, approved, tmp_path)
+    assert len(world.uses()) == 1
+
+
+def test_one_approver_twice_counts_once(
+    world: World, tmp_path: Path, two_approvers: tuple[Approver, Approver]
+) -> None:
+    alice, bob = two_approvers
+    issued = world.issue(risk="high")
+    once, _ = alice.approve(issued.data)
+    with pytest.raises(DeniedError, match="already has this approval"):
+        alice.approve(once)
+    env = parse_bundle(once).envelope
+    doubled = encoding.encode(
+        [
+            env.label,
+            env.body,
+            [list(s) for s in env.signatures] + [list(env.signatures[-1])],
+        ]
+    )
+    exc = _refused(world, doubled, tmp_path)
+    assert "needs 2 distinct approval(s); it has 1 (alice" in str(exc)
+    both, _ = bob.approve(once)
+    _run(world, both, tmp_path)
+
+
+def test_approvals_by_other_keys_or_for_other_claims_do_not_count(
+    world: World, tmp_path: Path, two_approvers: tuple[Approver, Approver]
+) -> None:
+    alice, _ = two_approvers
+    issued = world.issue(risk="medium")
+    env = parse_bundle(issued.data).envelope
+    stranger = SigningKey.generate()  # not in the trust root
+    by_stranger = encoding.encode(
+        [
+            env.label,
+            env.body,
+            [list(s) for s in env.signatures]
+            + [[stranger.key_id, stranger.sign(env.label, env.body)]],
+        ]
+    )
+    assert _refused(world, by_stranger, tmp_path).code == "approvals-missing"
+    other, _ = alice.approve(world.issue(risk="medium").data)
+    copied = parse_bundle(other).envelope.signatures[-1]
+    transplanted = encoding.encode(
+        [env.label, env.body, [list(s) for s in env.signatures] + [list(copied)]]
+    )
+    assert _refused(world, transplanted, tmp_path).code == "approvals-missing"
+    assert world.uses() == []
+
+
+def test_claims_carry_the_declared_approvals_for_hosts_with_an_old_root(
+    world: World, tmp_path: Path
+) -> None:
+    """A host that never got the rotation still asks for the approvals the
+    bundle's claims carry, and says why it cannot count any."""
+    issued = world.issue(risk="medium")
+    assert issued.claims.approvals == 0
+    _approver(world, tmp_path, "carol")  # rotations the host never receives
+    world.signer.rotate(T0, approvals={"low": 0, "medium": 1, "high": 1})
+    later = world.issue(risk="medium")
+    assert later.claims.approvals == 1
+    exc = _refused(world, later.data, tmp_path)
+    assert exc.code == "approvals-missing" and "import a newer one" in str(exc)
+
+
+def test_skipped_version_is_refused(world: World, tmp_path: Path) -> None:
+    world.signer.rotate(T0)
+    world.signer.rotate(T0)
+    history = world.signer.root_history()
+    del history["trust-root-v000002.kit"]
+    usb = tmp_path / "usb"
+    write_media(usb, history)
+    host = world.host()
+    try:
+        with pytest.raises(MediaError, match="does not follow v1"):
+            host.import_media(usb)
+        assert host.root.version == 1
+    finally:
+        host.close()
+
+
+def test_root_signed_only_by_new_keys_is_refused(world: World, tmp_path: Path) -> None:
+    thief = SigningKey.generate()
+    current = world.signer.root
+    forged = sign_trust_root(
+        current.name,
+        [KeySpec(thief.public_key, ("root", "issuer"), "thief")],
+        [thief],
+        version=current.version + 1,
+        created_at=T0,
+        expires_at=T0 + 365 * 24 * HOUR,
+    )
+    usb = tmp_path / "usb"
+    write_media(usb, {"trust-root-v000002.kit": forged})
+    host = world.host()
+    try:
+        with pytest.raises(MediaError, match="needs 1 root signature"):
+            host.import_media(usb)
+        assert host.root.version == 1
+    finally:
+        host.close()
+
+
+def test_fork_and_rollback(world: World, tmp_path: Path) -> None:
+    world.signer.rotate(T0)
+    _carry_roots(world, tmp_path)  # host now at v2
+    v1 = world.signer.root_history()["trust-root-v000001.kit"]
+    old = tmp_path / "old"
+    write_media(old, {"trust-root-v000001.kit": v1})
+    host = world.host()
+    try:
+        host.import_media(old)  # an older version changes nothing
+        assert host.root.version == 2
+    finally:
+        host.close()
+    other = sign_trust_root(
+        world.signer.root.name,
+        [KeySpec(world.signer.key.public_key, ("root", "issuer"), "again")],
+        [world.signer.key],
+        version=2,
+        created_at=T0 + 5,
+        expires_at=T0 + 365 * 24 * HOUR,
+    )
+    fork = tmp_path / "fork"
+    write_media(fork, {"trust-root-v000002.kit": other})
+    host = world.host()
+    try:
+        with pytest.raises(MediaError, match="is not the pinned one"):
+            host.import_media(fork)
+    finally:
+        host.close()
+
+
+def test_bundles_by_removed_keys_are_refused_after_rotation(
+    world: World, tmp_path: Path
+) -> None:
+    second = SigningKey.generate()
+    world.signer.rotate(T0, add=(KeySpec(second.public_key, ("issuer",), "b"),))
+    _carry_roots(world, tmp_path, "usb1")
+    forged = world.forge(second)
+    _run(world, forged.data, tmp_path / "x")
+    world.signer.rotate(T0, remove=(second.key_id,))
+    _carry_roots(world, tmp_path, "usb2")
+    again = world.forge(second)
+    with pytest.raises(Exception, match="not validly signed"):
+        _run(world, again.data, tmp_path / "y")
+
+
+def test_signer_cannot_remove_itself_or_add_twice(world: World) -> None:
+    with pytest.raises(UsageError, match="its own root key"):
+        world.signer.rotate(T0, remove=(world.signer.key.key_id,))
+    k = SigningKey.generate()
+    world.signer.rotate(T0, add=(KeySpec(k.public_key, ("approver",), "x"),))
+    with pytest.raises(UsageError, match="already in trust root"):
+        world.signer.rotate(T0, add=(KeySpec(k.public_key, ("approver",), "x"),))
+
+
+def test_cli_approve_and_rotate(world: World, tmp_path: Path) -> None:
+    a_home = tmp_path / "alice"
+    init = world.kit(
+        "approver",
+        "init",
+        "--label",
+        "alice",
+        "--trust",
+        world.signer_home / "trust-root.kit",
+        "--home",
+        a_home,
+        "--kdf",
+        "interactive",
+    )
+    assert init.returncode == 0, init.stderr
+    add = world.kit(
+        "trust",
+        "add-key",
+        a_home / "approver.pub",
+        "--role",
+        "approver",
+        "--home",
+        world.signer_home,
+    )
+    assert add.returncode == 0, add.stderr
+    need = world.kit("trust", "approvals", "--high", "1", "--home", world.signer_home)
+    assert need.returncode == 0 and b"v3" in need.stderr
+    usb = tmp_path / "usb"
+    export = world.kit("export", "--to", usb, "--home", world.signer_home)
+    assert export.returncode == 0, export.stderr
+    imp = world.kit("import", usb, "--home", world.host_home("build-01"))
+    assert imp.returncode == 0 and b"pinned trust root v3" in imp.stderr
+    (world.host_home("build-01") / "policy.toml").write_text(
+        'environments = ["prod"]\nrisk_levels = ["low", "medium", "high"]\n'
+    )
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(risk="high").data)
+    out = tmp_path / "out"
+    run = world.kit(
+        "run",
+        bundle,
+        "--task",
+        TASK,
+        "--yes",
+        "--home",
+        world.host_home("build-01"),
+        "--",
+        *child_argv(out),
+    )
+    assert run.returncode == 120 and b"[approvals-missing]" in run.stderr
+    ok = world.kit(
+        "approve",
+        bundle,
+        "--home",
+        a_home,
+        "--trust",
+        usb,
+    )
+    assert ok.returncode == 0, ok.stderr
+    run = world.kit(
+        "run",
+        bundle,
+        "--task",
+        TASK,
+        "--yes",
+        "--home",
+        world.host_home("build-01"),
+        "--",
+        *child_argv(out),
+    )
+    assert run.returncode == 0, run.stderr
