@@ -344,3 +344,52 @@ def test_declaration_without_env_delivery_reaches_the_host(
         world.signer_home,
     )
     assert proc.returncode == 2 and b"delivery: 'env' is not allowed" in proc.stderr
+
+
+def test_high_risk_without_a_terminal_needs_yes(world: World, tmp_path: Path) -> None:
+    (world.host_home("build-01") / POLICY_FILE).write_text(
+        'environments = ["prod"]\nrisk_levels = ["low", "medium", "high"]\n'
+    )
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(risk="high").data)
+    out = tmp_path / "out"
+    home = world.host_home("build-01")
+    no = world.kit(
+        "run", bundle, "--task", TASK, "--home", home, "--", *child_argv(out)
+    )
+    assert no.returncode == 120 and b"pass --yes" in no.stderr
+    assert b"[not-confirmed]" in no.stderr and not out.exists()
+    assert world.uses() == []
+    yes = world.kit(
+        "run", bundle, "--task", TASK, "--yes", "--home", home, "--", *child_argv(out)
+    )
+    assert yes.returncode == 0, yes.stderr
+
+
+def test_closed_stdout_is_not_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`kit ... | head` closing the pipe ends kit quietly with 141, the shell's
+    code for SIGPIPE, not with an internal error."""
+    import os
+    import sys
+
+    import typer
+
+    from kit.cli.common import handled
+
+    @handled()
+    def writes_to_a_closed_pipe() -> None:
+        raise BrokenPipeError
+
+    target = tmp_path / "stdout"
+    with target.open("w") as fake:
+        monkeypatch.setattr(sys, "stdout", fake)
+        saved = os.dup(fake.fileno())
+        try:
+            with pytest.raises(typer.Exit) as caught:
+                writes_to_a_closed_pipe()
+        finally:
+            os.dup2(saved, fake.fileno())
+            os.close(saved)
+    assert caught.value.exit_code == 141

@@ -126,6 +126,9 @@ def handled(run: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 fail(exc, run=run)
             except (typer.Exit, typer.Abort, KeyboardInterrupt):
                 raise
+            except BrokenPipeError:  # the reader went away (e.g. | head)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(141) from None
             except Exception as exc:  # the process boundary: no traceback leaks
                 if STATE["debug"]:
                     raise

@@ -310,7 +310,7 @@ def run(
             datasets=datasets,
             delivery=deliver,
             resolve=resolve,
-            confirm=None if yes or not sys.stdin.isatty() else _confirm,
+            confirm=None if yes else (_confirm if sys.stdin.isatty() else _no_tty),
         )
         say(
             f"kit: released bundle {release.verified.claims.bundle_id} "
@@ -328,6 +328,15 @@ def run(
         host.close()
     # A child ended by signal N reports -N; the shell convention is 128 + N.
     raise typer.Exit(status if status >= 0 else 128 - status)
+
+
+def _no_tty(c: Claims) -> bool:
+    """High risk with nobody at a terminal: release only with --yes."""
+    say(
+        f"kit: bundle {c.bundle_id} is high risk; without a terminal to confirm "
+        "on, pass --yes to release it"
+    )
+    return False
 
 
 def _confirm(c: Claims) -> bool:

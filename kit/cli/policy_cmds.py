@@ -127,6 +127,7 @@ def _human(i: Identity) -> list[str]:
         ("risk", f"{i.risk}, {i.approvals} approval(s) required"),
         ("max lifetime", _span(i.max_lifetime)),
         ("max uses", str(i.max_uses)),
+        ("delivery", ", ".join(i.delivery)),
         ("rotate every", _span(i.rotation_period)),
         ("retire on", str(i.retire_on) if i.retire_on else "(not set)"),
         ("file", str(i.path)),

@@ -354,6 +354,9 @@ class Host:
                 verified.bundle.sealed, verified.bundle.seal_info
             )
             program = resolve(command) if resolve is not None else command[0]
+            spent = self.state.uses(c.bundle_id)  # ask no one about a spent bundle
+            if len(spent) >= c.max_uses:
+                raise self._exhausted(verified, spent)
             if c.risk == "high" and confirm is not None and not confirm(c):
                 raise DeniedError(
                     "not-confirmed", "the high-risk release was not confirmed"

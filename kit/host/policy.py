@@ -15,6 +15,7 @@ permissive defaults.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,9 +113,10 @@ def parse_policy(text: str) -> HostPolicy:
 def load_policy(home: Path) -> HostPolicy:
     """The policy in ``home``. A missing or invalid file stops the host."""
     path = home / FILE
+    if os.path.lexists(path):
+        check_not_writable_by_others(path)  # a loosened policy must not load
     try:
         text = read_regular(path, 64 * 1024, "host policy").decode("utf-8")
-        check_not_writable_by_others(path)
     except (KitError, UnicodeDecodeError) as exc:
         raise HomeError(
             f"{path}: cannot be read ({exc}); restore it (kit host init writes one)"

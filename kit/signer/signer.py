@@ -173,6 +173,14 @@ class Signer:
                 f"({e.trust_root.hex()[:16]}...), not this signer's "
                 f"({self.root.digest.hex()[:16]}...)",
             )
+        existing = self.ledger.get_host(e.host)
+        if existing is not None:
+            since = datetime.fromtimestamp(existing.enrolled_at, UTC)
+            raise DeniedError(
+                "already-enrolled",
+                f"host {e.host} is already enrolled (since "
+                f"{since:%Y-%m-%d %H:%M:%SZ}); hosts are not re-keyed in place",
+            )
         for other in self.ledger.hosts():
             if e.receipt_public == other.receipt_public or (
                 e.hpke_public == other.hpke_public
@@ -182,14 +190,6 @@ class Signer:
                     f"host {e.host}'s keys are already enrolled as host {other.name}; "
                     "each host needs keys of its own",
                 )
-        existing = self.ledger.get_host(e.host)
-        if existing is not None:
-            since = datetime.fromtimestamp(existing.enrolled_at, UTC)
-            raise DeniedError(
-                "already-enrolled",
-                f"host {e.host} is already enrolled (since "
-                f"{since:%Y-%m-%d %H:%M:%SZ}); hosts are not re-keyed in place",
-            )
         self.ledger.add_host(
             HostRecord(
                 e.host,
