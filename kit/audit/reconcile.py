@@ -42,6 +42,7 @@ class BundleStatus:
     expires_at: int
     status: str = "outstanding"
     uses: int = 0
+    last_use: int = 0  # time of the newest release receipt, 0 if none
     denials: list[str] = field(default_factory=list)
 
 
@@ -281,6 +282,7 @@ def reconcile(
             if r.event != "release":
                 continue
             st.uses += 1
+            st.last_use = max(st.last_use, r.time)
             if host != issued.host:
                 anomalies.append(
                     Anomaly(

@@ -11,7 +11,7 @@ from kit import __version__
 from kit.cli.common import STATE
 from kit.cli.host_cmds import host_app, receipts_app, run, verify
 from kit.cli.host_cmds import import_cmd as import_media
-from kit.cli.policy_cmds import policy_app
+from kit.cli.policy_cmds import inventory, policy_app
 from kit.cli.signer_cmds import enroll, export, issue, reconcile_cmd, signer_app
 from kit.cli.trust_cmds import approve, approver_app, trust_app
 
@@ -39,6 +39,7 @@ app.command("import")(import_media)
 app.command("verify")(verify)
 app.command("run")(run)
 app.command("reconcile")(reconcile_cmd)
+app.command("inventory")(inventory)
 
 
 def _version(value: bool) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shlex
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kit import encoding
-from kit.cli.common import DENIED, JsonOpt, emit_json, handled, say
+from kit.cli.common import DENIED, HomeOpt, JsonOpt, emit_json, handled, home_path, say
+from kit.cli.signer_cmds import utc
+from kit.duration import parse_duration
 from kit.errors import UsageError
 from kit.signer.identity import (
     SUFFIX,
@@ -21,6 +24,8 @@ from kit.signer.identity import (
     load_identities,
     load_identity,
 )
+from kit.signer.inventory import build_inventory
+from kit.signer.signer import Signer
 
 DEFAULT_DIR = Path("bundles")
 
@@ -155,3 +160,55 @@ def show(
         emit_json(identity.to_map())
         return
     print("\n".join(_human(identity)))
+
+
+@handled()
+def inventory(
+    directory: Annotated[
+        Path,
+        typer.Option("--bundles", envvar="KIT_BUNDLES", help="Folder of declarations."),
+    ] = DEFAULT_DIR,
+    home: HomeOpt = None,
+    lifetime_cap: Annotated[
+        str,
+        typer.Option(help="Flag identities whose max_lifetime exceeds this."),
+    ] = "7d",
+    json_out: JsonOpt = False,
+) -> None:
+    """List every workflow identity: owner, environment, risk, outstanding
+    bundles, last known use (from reconciled receipts) and flags.
+
+    Example: kit inventory --bundles bundles --json
+    """
+    now = int(time.time())
+    check = load_identities(directory, now=now)
+    signer = Signer(home_path(home))
+    try:
+        records, usage = signer.ledger.bundles(), signer.ledger.usage()
+    finally:
+        signer.close()
+    reports = build_inventory(
+        check,
+        records,
+        usage,
+        now=now,
+        lifetime_cap=parse_duration(lifetime_cap, "--lifetime-cap"),
+    )
+    if json_out:
+        emit_json([asdict(r) for r in reports])
+        return
+    for r in reports:
+        seen = utc(r.last_use) if r.last_use else "never"
+        print(
+            f"{r.name}  owner {r.owner or '-'}, env {r.environment}, {r.risk} risk, "
+            f"{r.bundles} bundle(s), last use {seen}"
+        )
+        for o in r.outstanding:
+            print(
+                f"    outstanding {o.bundle_id} on {o.host}, {o.uses_left} use(s) "
+                f"left, expires {utc(o.expires_at)}"
+            )
+        for flag in r.flags:
+            print(f"    FLAG {flag}")
+    flagged = sum(1 for r in reports if r.flags)
+    say(f"kit inventory: {len(reports)} identity(ies), {flagged} flagged")

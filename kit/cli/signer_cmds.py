@@ -188,6 +188,13 @@ def issue(
     out: Annotated[
         Path | None, typer.Option(help="Also write the bundle here.")
     ] = None,
+    refuse_stale_secret: Annotated[
+        bool,
+        typer.Option(
+            help="Refuse, instead of warning, a secret issued under the identity "
+            "for longer than its rotation_period."
+        ),
+    ] = False,
     passphrase_file: PassFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -255,10 +262,13 @@ def issue(
                 risk=ident.risk if ident else (risk or "low"),
                 delivery=modes,
                 identity=ident,
+                refuse_stale_secret=refuse_stale_secret,
             ),
             secret,
             now,
         )
+        for warning in signer.warnings:
+            say(f"kit: warning: {warning}")
         del secret
         path = signer.outbox_path(claims.bundle_id)
         atomic_write(path, data)
@@ -419,6 +429,9 @@ def reconcile_cmd(
             now=int(time.time()),
             leeway=leeway,
         )
+        for b in report.bundles:  # what the inventory shows as last known use
+            if b.uses:
+                signer.ledger.record_usage(b.bundle_id, b.uses, b.last_use)
     finally:
         signer.close()
     if json_out:

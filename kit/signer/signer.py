@@ -63,6 +63,9 @@ class IssueRequest:
     delivery: tuple[str, ...] = bundle_fmt.DELIVERY_MODES
     # The workflow identity the bundle is issued under; None for ad hoc.
     identity: Identity | None = None
+    # Refuse, rather than warn, when the same secret has been issued under
+    # the identity for longer than its rotation period.
+    refuse_stale_secret: bool = False
 
 
 def check_within(ident: Identity, req: IssueRequest, now: int) -> None:
@@ -143,6 +146,7 @@ class Signer:
         )
         self.ledger = SqliteLedger(home / LEDGER_FILE)
         self._key: SigningKey | None = None
+        self.warnings: list[str] = []  # said to the operator, never refused
 
     def unlock(self, passphrase: bytes) -> None:
         check_private(self.home / KEY_FILE)
@@ -225,6 +229,8 @@ class Signer:
             raise UsageError(
                 f"host {req.host} is enrolled for env {host.env!r}, not {req.env!r}"
             )
+        if req.identity is not None:
+            self._check_rotation(req, self._secret_digest(secret), now)
         if not 0 < len(secret) <= bundle_fmt.MAX_SECRET:
             raise UsageError(
                 f"the secret must be 1 to {bundle_fmt.MAX_SECRET} bytes, "
@@ -289,6 +295,27 @@ class Signer:
         )
         log.debug("issued bundle %s for host %s", claims.bundle_id, claims.host)
         return data, claims
+
+    def _check_rotation(self, req: IssueRequest, digest: bytes, now: int) -> None:
+        """The same secret (by keyed digest) issued under the identity for
+        longer than its rotation period: a warning, or a refusal on request."""
+        ident = req.identity
+        assert ident is not None  # noqa: S101 - only called with an identity
+        since = [
+            r.issued_at
+            for r in self.ledger.bundles()
+            if r.identity == ident.name and r.secret_digest == digest
+        ]
+        if not since or now - min(since) <= ident.rotation_period:
+            return
+        message = (
+            f"rotation: this secret has been issued under {ident.name} since "
+            f"{datetime.fromtimestamp(min(since), UTC):%Y-%m-%d}, longer than its "
+            f"rotation_period ({ident.rotation_period} s); rotate it at the source"
+        )
+        if req.refuse_stale_secret:
+            raise UsageError(message)
+        self.warnings.append(message)
 
     def outbox_path(self, bundle_id: str) -> Path:
         return self.home / OUTBOX / f"{bundle_id}.kit"

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS bundles (
     max_uses INTEGER NOT NULL, claims BLOB NOT NULL, bundle_digest BLOB NOT NULL,
     secret_digest BLOB NOT NULL, identity TEXT NOT NULL, risk TEXT NOT NULL,
     datasets TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS usage (
+    bundle_id TEXT PRIMARY KEY REFERENCES bundles(bundle_id),
+    uses INTEGER NOT NULL, last_use INTEGER NOT NULL) STRICT;
 """
 
 
@@ -119,6 +122,23 @@ class SqliteLedger:
             "SELECT * FROM bundles WHERE bundle_id = ?", (bundle_id,)
         ).fetchone()
         return self._bundle(row) if row else None
+
+    def record_usage(self, bundle_id: str, uses: int, last_use: int) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO usage VALUES (?, ?, ?) ON CONFLICT(bundle_id) DO UPDATE "
+                "SET uses = max(uses, excluded.uses), "
+                "last_use = max(last_use, excluded.last_use)",
+                (bundle_id, uses, last_use),
+            )
+
+    def usage(self) -> dict[str, tuple[int, int]]:
+        return {
+            str(b): (int(u), int(t))
+            for b, u, t in self._db.execute(
+                "SELECT bundle_id, uses, last_use FROM usage"
+            )
+        }
 
     def bundles(self) -> list[IssuanceRecord]:
         return [
