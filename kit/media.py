@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from kit.errors import FormatError, MediaError
@@ -17,6 +18,7 @@ from kit.formats import manifest
 from kit.fsutil import atomic_write, read_regular
 
 FILE_CAP = 64 * 1024 * 1024
+TOTAL_CAP = 256 * 1024 * 1024
 
 
 def _check_folder(folder: Path) -> None:
@@ -69,7 +71,9 @@ def write_media(folder: Path, files: dict[str, bytes]) -> list[Path]:
     return written
 
 
-def read_media(folder: Path) -> dict[str, bytes]:
+def read_media(
+    folder: Path, cap_for: Callable[[str], int] | None = None
+) -> dict[str, bytes]:
     """Return every file the manifest lists, after checking each digest.
 
     Raises MediaError naming the offending path: no manifest, a file not in
@@ -95,8 +99,15 @@ def read_media(folder: Path) -> dict[str, bytes]:
             raise MediaError(f"{entry.path}: collides with {other} by case; refused")
         seen[entry.name.lower()] = entry.name
     out: dict[str, bytes] = {}
+    total = 0
     for name, digest in sorted(entries.items()):
-        data = read_regular(folder / name, FILE_CAP, "media file")
+        # Each file's cap is decided by its name before a byte is read, and
+        # the whole read is bounded too.
+        cap = cap_for(name) if cap_for is not None else FILE_CAP
+        data = read_regular(folder / name, cap, "media file")
+        total += len(data)
+        if total > TOTAL_CAP:
+            raise MediaError(f"{folder}: more than {TOTAL_CAP} bytes of media; refused")
         got = hashlib.sha256(data).hexdigest()
         if got != digest:
             raise MediaError(

@@ -243,3 +243,106 @@ def test_program_that_cannot_start_is_reported(world: World, tmp_path: Path) -> 
     assert b"could not be started" in proc.stderr and b"the use is spent" in proc.stderr
     assert [r.event for r in world.receipts()] == ["release", "exit"]
     assert world.receipts()[-1].exit_status == 127
+
+
+def test_receipt_with_a_huge_seq_does_not_stall_the_auditor(
+    world: World, tmp_path: Path
+) -> None:
+    """A host could sign a receipt numbered 2**62; reconcile must still finish
+    at once and report the gap."""
+    import time as clock
+
+    from kit.audit.reconcile import load_batches, reconcile
+    from kit.crypto.sign import SigningKey as Key
+    from kit.formats import receipt as rfmt
+
+    key = Key((world.host_home("build-01") / "receipt.key").read_bytes())
+    r = rfmt.Receipt(
+        host="build-01",
+        seq=2**62,
+        prev=bytes(32),
+        time=T0,
+        event="deny",
+        action="run",
+        bundle_id="",
+        bundle_digest=bytes(32),
+        task=TASK,
+        command=("sh",),
+        reason="malformed",
+        detail="x",
+        use=0,
+        exit_status=0,
+        duration_ms=0,
+    )
+    raw = rfmt.sign_receipt(r, key)
+    cp = rfmt.sign_checkpoint("build-01", 2**62, 2**62, rfmt.receipt_hash(raw), T0, key)
+    write_media(
+        tmp_path / "dos", {"receipts-build-01-x.kit": rfmt.encode_batch([raw], cp)}
+    )
+    start = clock.monotonic()
+    report = reconcile(
+        load_batches([tmp_path / "dos"]),
+        world.signer.ledger.hosts(),
+        world.signer.ledger.bundles(),
+        now=T0,
+    )
+    assert clock.monotonic() - start < 5
+    assert "chain-gap" in [a.code for a in report.anomalies]
+
+
+def test_oversized_media_file_is_refused_before_reading(
+    world: World, tmp_path: Path
+) -> None:
+    usb = tmp_path / "usb"
+    write_media(usb, {"bundle-big.kit": b"x"})
+    os.truncate(usb / "bundle-big.kit", 60 * 1024 * 1024)  # sparse; the digest is stale
+    proc = world.kit("import", usb, "--home", world.host_home("build-01"))
+    assert proc.returncode in (3, 4), proc.stderr
+    assert b"cap" in proc.stderr
+    assert list((world.host_home("build-01") / "inbox").iterdir()) == []
+
+
+def test_undecodable_path_still_leaves_a_denial_receipt(
+    world: World, tmp_path: Path
+) -> None:
+    odd = os.fsencode(tmp_path) + b"/x\xff.kit"
+    proc = subprocess.run(
+        [
+            str(Path(os.sys.executable).with_name("kit")),
+            "verify",
+            odd,
+            "--task",
+            TASK,
+            "--home",
+            str(world.host_home("build-01")),
+        ],
+        capture_output=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "KIT_PASSPHRASE_FILE": str(world.passfile)},
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert world.receipts()[-1].reason == "unreadable"
+
+
+def test_unclean_reconciliation_does_not_feed_the_inventory(
+    world: World, tmp_path: Path
+) -> None:
+    issued = world.issue()
+    host = world.host()
+    try:
+        release = host.authorize(
+            issued.data, task=TASK, command=child_argv(tmp_path / "o"), now=T0
+        )
+        host.record_exit(release, status=0, duration_ms=1, now=T0 + 1)
+        host.export_receipts(tmp_path / "back", T0 + 2)
+    finally:
+        host.close()
+    batch = next((tmp_path / "back").glob("receipts-*.kit"))
+    from kit.formats import receipt as rfmt
+
+    raws, cp = rfmt.split_batch(batch.read_bytes())
+    write_media(tmp_path / "cut", {batch.name: rfmt.encode_batch(raws[:1], cp)})
+    proc = world.kit("reconcile", tmp_path / "cut", "--home", world.signer_home)
+    assert proc.returncode == 1
+    assert world.signer.ledger.usage() == {}

@@ -34,6 +34,7 @@ def _approver(world: World, tmp_path: Path, label: str) -> Approver:
     world.signer.rotate(T0, add=(KeySpec(pk.public_key, ("approver",), label),))
     a = Approver(home)
     a.unlock(PASSPHRASE)
+    a.catch_up(list(world.signer.root_history().values()))
     return a
 
 
@@ -63,11 +64,35 @@ def _refused(world: World, data: bytes, tmp_path: Path) -> DeniedError:
     return caught.value
 
 
+def _cosigned(world: World, by: list[Approver], **changes: object) -> None:
+    """Propose the next root, have ``by`` co-sign it, install it."""
+    data, _, needed = world.signer.propose(T0, **changes)  # type: ignore[arg-type]
+    assert needed <= len(by)
+    for a in by:
+        data, _ = a.approve_root(data)
+    world.signer.install(data)
+    for a in by:
+        a.catch_up([data])
+
+
 @pytest.fixture
 def two_approvers(world: World, tmp_path: Path) -> tuple[Approver, Approver]:
-    alice = _approver(world, tmp_path, "alice")
-    bob = _approver(world, tmp_path, "bob")
-    world.signer.rotate(T0, approvals={"low": 0, "medium": 1, "high": 2})
+    alice = _approver(world, tmp_path, "alice")  # the first needs no co-signer
+    bob_home = tmp_path / "approver-bob"
+    pub = init_approver(
+        bob_home,
+        "bob",
+        PASSPHRASE,
+        world.signer.root.envelope.raw,
+        now=T0,
+        kdf_profile="interactive",
+    )
+    pk = load_public_key_file(pub)
+    _cosigned(world, [alice], add=(KeySpec(pk.public_key, ("approver",), "bob"),))
+    bob = Approver(bob_home)
+    bob.unlock(PASSPHRASE)
+    assert bob.catch_up(list(world.signer.root_history().values())) == 3
+    _cosigned(world, [alice], approvals={"low": 0, "medium": 1, "high": 2})
     for a in (alice, bob):
         assert a.catch_up(list(world.signer.root_history().values())) == 4
     _carry_roots(world, tmp_path)
@@ -75,6 +100,35 @@ def two_approvers(world: World, tmp_path: Path) -> tuple[Approver, Approver]:
         'environments = ["prod"]\nrisk_levels = ["low", "medium", "high"]\n'
     )
     return alice, bob
+
+
+def test_signer_alone_cannot_change_approvers_once_there_are_some(
+    world: World, tmp_path: Path, two_approvers: tuple[Approver, Approver]
+) -> None:
+    """The signer adding an approver of its own, or lowering the counts,
+    needs the current approvers; a host refuses the root without them."""
+    mallory = SigningKey.generate()
+    with pytest.raises(UsageError, match="must co-sign it first"):
+        world.signer.rotate(T0, add=(KeySpec(mallory.public_key, ("approver",), "m"),))
+    with pytest.raises(UsageError, match="must co-sign it first"):
+        world.signer.rotate(T0, approvals={"low": 0, "medium": 0, "high": 0})
+    data, new, needed = world.signer.propose(
+        T0, approvals={"low": 0, "medium": 0, "high": 0}
+    )
+    assert needed == 2
+    usb = tmp_path / "sneaky"
+    write_media(usb, {f"trust-root-v{new.version:06d}.kit": data})
+    host = world.host()
+    try:
+        with pytest.raises(MediaError, match="2 approver\\(s\\) of v4 must co-sign"):
+            host.import_media(usb)
+        assert host.root.version == 4
+    finally:
+        host.close()
+    alice, bob = two_approvers
+    once, _ = alice.approve_root(data)
+    twice, _ = bob.approve_root(once)
+    assert world.signer.install(twice).approvals["high"] == 0
 
 
 def test_rotation_reaches_the_host_and_sets_approval_counts(
@@ -155,8 +209,8 @@ def test_claims_carry_the_declared_approvals_for_hosts_with_an_old_root(
     bundle's claims carry, and says why it cannot count any."""
     issued = world.issue(risk="medium")
     assert issued.claims.approvals == 0
-    _approver(world, tmp_path, "carol")  # rotations the host never receives
-    world.signer.rotate(T0, approvals={"low": 0, "medium": 1, "high": 1})
+    carol = _approver(world, tmp_path, "carol")  # rotations the host never gets
+    _cosigned(world, [carol], approvals={"low": 0, "medium": 1, "high": 1})
     later = world.issue(risk="medium")
     assert later.claims.approvals == 1
     exc = _refused(world, later.data, tmp_path)
@@ -281,8 +335,15 @@ def test_cli_approve_and_rotate(world: World, tmp_path: Path) -> None:
     )
     assert add.returncode == 0, add.stderr
     need = world.kit("trust", "approvals", "--high", "1", "--home", world.signer_home)
-    assert need.returncode == 0 and b"v3" in need.stderr
+    assert need.returncode == 0 and b"must co-sign it" in need.stderr
+    candidate = world.signer_home / "trust-roots" / "candidate-v000003.kit"
     usb = tmp_path / "usb"
+    export = world.kit("export", "--to", usb, "--home", world.signer_home)
+    assert export.returncode == 0, export.stderr
+    cosign = world.kit("approve", candidate, "--home", a_home, "--trust", usb)
+    assert cosign.returncode == 0 and b"co-signed trust root v3" in cosign.stderr
+    install = world.kit("trust", "install", candidate, "--home", world.signer_home)
+    assert install.returncode == 0, install.stderr
     export = world.kit("export", "--to", usb, "--home", world.signer_home)
     assert export.returncode == 0, export.stderr
     imp = world.kit("import", usb, "--home", world.host_home("build-01"))

@@ -81,16 +81,21 @@ def _chain(
 ) -> None:
     if not by_seq:
         return
-    top = max(by_seq)
-    missing = [s for s in range(1, top + 1) if s not in by_seq]
-    if missing:
+    # Gaps from the sorted numbers actually held, never by walking 1..top: a
+    # receipt claiming seq 2**62 must not cost 2**62 steps.
+    held = sorted(by_seq)
+    missing_runs = [
+        (a + 1, b - 1) for a, b in zip([0, *held], held, strict=False) if b - a > 1
+    ]
+    if missing_runs:
+        count = sum(hi - lo + 1 for lo, hi in missing_runs)
+        first = missing_runs[0][0]
         report.append(
             Anomaly(
                 "chain-gap",
-                f"host {host}: {len(missing)} receipt(s) "
-                f"missing, first at seq {missing[0]}",
+                f"host {host}: {count} receipt(s) missing, first at seq {first}",
                 host,
-                missing[0],
+                first,
             )
         )
     for seq, r in sorted(by_seq.items()):
@@ -211,7 +216,12 @@ def reconcile(
                     source=batch.source,
                 )
             )
-        if sorted(carried) != list(range(cp.first_seq, cp.seq + 1)):
+        expected = cp.seq - cp.first_seq + 1
+        if (
+            len(carried) != expected
+            or len(set(carried)) != expected
+            or (carried and (min(carried) != cp.first_seq or max(carried) != cp.seq))
+        ):
             anomalies.append(
                 Anomaly(
                     "batch-incomplete",

@@ -208,6 +208,8 @@ def verify(
     Example: kit verify 3f2a...c1 --task nightly-export --command 'python3 job.py'
     """
     datasets = tuple(dataset or ())
+    if deliver is not None:
+        Delivery(deliver)  # a mode kit knows, or a usage error
     host = Host(home_path(home))
     try:
         argv = _command(command)

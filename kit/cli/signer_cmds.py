@@ -429,9 +429,11 @@ def reconcile_cmd(
             now=int(time.time()),
             leeway=leeway,
         )
-        for b in report.bundles:  # what the inventory shows as last known use
-            if b.uses:
-                signer.ledger.record_usage(b.bundle_id, b.uses, b.last_use)
+        if report.clean:  # only whole, authentic evidence feeds the inventory
+            for b in report.bundles:
+                if b.uses:
+                    last = min(b.last_use, int(time.time()))
+                    signer.ledger.record_usage(b.bundle_id, b.uses, last)
     finally:
         signer.close()
     if json_out:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,11 +22,14 @@ from kit.cli.common import (
 from kit.cli.signer_cmds import utc
 from kit.crypto.atrest import PROFILES
 from kit.crypto.sign import fingerprint
+from kit.duration import parse_duration
 from kit.errors import UsageError
+from kit.formats.envelope import peek_label
 from kit.formats.pubkey import load_public_key_file
+from kit.formats.trustroot import LABEL as TRUST_ROOT_LABEL
 from kit.formats.trustroot import ROLES, KeySpec, TrustRoot
 from kit.fsutil import atomic_write, read_regular
-from kit.media import read_media
+from kit.media import read_media, write_media
 from kit.signer.approver import Approver, init_approver
 from kit.signer.signer import Signer
 
@@ -49,15 +52,59 @@ def _describe(root: TrustRoot) -> None:
     )
 
 
-def _rotate(home: Path | None, passphrase_file: Path | None, **changes: object) -> None:
+def _rotate(home: Path | None, passphrase_file: Path | None, **changes: Any) -> None:
     signer = Signer(home_path(home))
     try:
         signer.unlock(read_passphrase(passphrase_file))
-        new = signer.rotate(int(time.time()), **changes)  # type: ignore[arg-type]
+        data, new, needed = signer.propose(int(time.time()), **changes)
+        if needed:
+            candidate = (
+                signer.home / "trust-roots" / f"candidate-v{new.version:06d}.kit"
+            )
+            atomic_write(candidate, data)
+        else:
+            signer.install(data)
     finally:
         signer.close()
-    say(f"trust root v{new.version} made and signed; kit export carries it to hosts")
+    if needed:
+        say(
+            f"trust root v{new.version} changes the approvers or approval counts, so "
+            f"{needed} current approver(s) must co-sign it before it takes effect:"
+        )
+        say(f"  1. each approver: kit approve {candidate} --home APPROVER_HOME")
+        say(f"  2. then here:     kit trust install {candidate}")
+    else:
+        say(
+            f"trust root v{new.version} made and signed; kit export carries it to hosts"
+        )
     _describe(new)
+
+
+@trust_app.command("install")
+@handled()
+def trust_install(
+    candidate: Annotated[Path, typer.Argument(help="A co-signed candidate root.")],
+    home: HomeOpt = None,
+) -> None:
+    """Install a candidate trust root once the approvers have co-signed it."""
+    signer = Signer(home_path(home))
+    try:
+        new = signer.install(read_regular(candidate, 1 << 16, "trust root"))
+    finally:
+        signer.close()
+    say(f"trust root v{new.version} installed; kit export carries it to hosts")
+    _describe(new)
+
+
+@trust_app.command("renew")
+@handled()
+def trust_renew(
+    ttl: Annotated[str, typer.Option(help="New lifetime from now, e.g. 365d.")],
+    home: HomeOpt = None,
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Extend the trust root's lifetime as its next version."""
+    _rotate(home, passphrase_file, ttl=parse_duration(ttl, "--ttl"))
 
 
 @trust_app.command("show")
@@ -103,7 +150,7 @@ def trust_add_key(
     if role not in ROLES:
         raise UsageError(f"--role takes {', '.join(ROLES)}")
     pk = load_public_key_file(read_regular(pubfile, 4096, "public key file"))
-    say(f"adding {pk.label} ({fingerprint(pk.public_key)}) as {role}")
+    say(f"adding {pk.label} (key {pk.key_id[:12]}) as {role}")
     _rotate(home, passphrase_file, add=(KeySpec(pk.public_key, (role,), pk.label),))
 
 
@@ -128,21 +175,32 @@ def trust_remove_key(
 @trust_app.command("approvals")
 @handled()
 def trust_approvals(
-    low: Annotated[int, typer.Option(min=0, help="Approvals for low risk.")] = 0,
-    medium: Annotated[int, typer.Option(min=0, help="Approvals for medium risk.")] = 0,
-    high: Annotated[int, typer.Option(min=0, help="Approvals for high risk.")] = 0,
+    low: Annotated[
+        int | None, typer.Option(min=0, help="Approvals for low risk.")
+    ] = None,
+    medium: Annotated[
+        int | None, typer.Option(min=0, help="Approvals for medium risk.")
+    ] = None,
+    high: Annotated[
+        int | None, typer.Option(min=0, help="Approvals for high risk.")
+    ] = None,
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
 ) -> None:
-    """Set how many distinct approvals each risk level needs (next version).
+    """Set how many distinct approvals a risk level needs (next version);
+    levels not given keep their current count.
 
     Example: kit trust approvals --medium 1 --high 2
     """
-    _rotate(
-        home,
-        passphrase_file,
-        approvals={"low": low, "medium": medium, "high": high},
-    )
+    signer = Signer(home_path(home))
+    try:
+        counts = dict(signer.root.approvals)
+    finally:
+        signer.close()
+    for level, value in (("low", low), ("medium", medium), ("high", high)):
+        if value is not None:
+            counts[level] = value
+    _rotate(home, passphrase_file, approvals=counts)
 
 
 @approver_app.command("init")
@@ -202,12 +260,25 @@ def approve(
     if trust is not None:
         roots = [d for n, d in read_media(trust).items() if n.startswith("trust-root")]
         approver.catch_up(roots)
+    data = read_regular(bundle, 64 * 1024, "bundle or trust root")
     approver.unlock(read_passphrase(passphrase_file))
-    approved, claims = approver.approve(read_regular(bundle, 64 * 1024, "bundle"))
-    atomic_write(out or bundle, approved)
-    say(
-        f"approved bundle {claims.bundle_id} ({claims.risk} risk, identity "
-        f"{claims.identity or 'ad hoc'}, task {claims.task}, host {claims.host}, "
-        f"expires {utc(claims.expires_at)})"
-    )
-    say(f"written to {out or bundle}")
+    if peek_label(data, 64 * 1024) == TRUST_ROOT_LABEL:
+        approved, root = approver.approve_root(data)
+        say(f"co-signed trust root v{root.version}:")
+        _describe(root)
+    else:
+        approved, claims = approver.approve(data)
+        say(
+            f"approved bundle {claims.bundle_id}: {claims.risk} risk, identity "
+            f"{claims.identity or 'ad hoc'}, owner {claims.owner}, host {claims.host}, "
+            f"env {claims.env}, task {claims.task}, expires {utc(claims.expires_at)}"
+        )
+        say(f"  commands: {'; '.join(' '.join(c) for c in claims.commands)}")
+        say(f"  datasets: {', '.join(claims.datasets) or 'none'}")
+    target = out or bundle
+    listed = target.parent / "SHA256SUMS"
+    if out is None and listed.exists():
+        write_media(target.parent, {target.name: approved})  # keeps the stick valid
+    else:
+        atomic_write(target, approved)
+    say(f"written to {target}")

@@ -131,3 +131,15 @@ def open_self_signed(
         raise withheld(what) from None
     verify_envelope(env, keys, threshold=needed, what=what)
     return env, body
+
+
+def peek_label(data: bytes, cap: int) -> str | None:
+    """The label of an envelope, or None: to route a file to the right
+    decoder, never to trust it."""
+    try:
+        obj = encoding.decode(data, cap=cap, what="file")
+    except FormatError:
+        return None
+    if isinstance(obj, list) and obj and isinstance(obj[0], str):
+        return obj[0]
+    return None

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kit import encoding
-from kit.crypto.sign import ALGORITHM, PUB_LEN, SigningKey, key_id
+from kit.crypto.sign import ALGORITHM, PUB_LEN, SigningKey, fingerprint, key_id
 from kit.errors import FormatError, UnauthenticatedError
 from kit.formats.envelope import (
+    MAX_SIGNATURES,
     Envelope,
     open_self_signed,
     seal_envelope,
@@ -165,6 +166,12 @@ def load_trust_root(data: bytes) -> TrustRoot:
                 f"trust root threshold for {role} is {thresholds[role]} but it "
                 f"lists {have} {role} key(s)"
             )
+    if thresholds["issuer"] + max(approvals.values()) > MAX_SIGNATURES:
+        raise FormatError(
+            f"trust root asks for {thresholds['issuer']} issuer signature(s) and up to "
+            f"{max(approvals.values())} approval(s); a bundle carries at most "
+            f"{MAX_SIGNATURES} signatures"
+        )
     approvers = sum(1 for k in keys if "approver" in k.roles)
     for risk in RISKS:
         if approvals[risk] > approvers:
@@ -204,6 +211,63 @@ def check_successor(current: TrustRoot, candidate: TrustRoot) -> None:
             f"trust root v{candidate.version} (needs {needed} root signature(s) "
             f"of v{current.version})"
         ) from None
+    needed = approver_quorum(current, candidate)
+    if needed:
+        try:
+            verify_envelope(
+                candidate.envelope,
+                current.keys_for("approver"),
+                threshold=needed,
+                what="trust root",
+            )
+        except UnauthenticatedError:
+            raise UnauthenticatedError(
+                f"trust root v{candidate.version} (it changes the approvers or the "
+                f"approvals needed, so {needed} approver(s) of v{current.version} "
+                "must co-sign it)"
+            ) from None
+
+
+def approver_quorum(current: TrustRoot, candidate: TrustRoot) -> int:
+    """How many of the current approvers must co-sign ``candidate``: none when
+    it leaves approvers and approval counts alone, or when there are no
+    approvers yet; otherwise the largest approval count in force (at least 1,
+    at most the number of approvers). So a signer alone cannot add approvers
+    of its own or lower the counts once approvers exist."""
+    approvers = current.keys_for("approver")
+    same = (
+        set(approvers) == set(candidate.keys_for("approver"))
+        and current.approvals == candidate.approvals
+    )
+    if same or not approvers:
+        return 0
+    return min(len(approvers), max(1, *current.approvals.values()))
+
+
+def successors(current: TrustRoot, found: list[TrustRoot]) -> list[TrustRoot]:
+    """The roots in ``found`` that extend ``current``, in order, each checked
+    against its predecessor. Older versions are ignored; two different roots
+    for one version, a different root at the current version, or a gap
+    refuse the lot (FORMAT.md 4.3)."""
+    by_version: dict[int, TrustRoot] = {}
+    for r in found:
+        other = by_version.get(r.version)
+        if other is not None and other.digest != r.digest:
+            raise FormatError(f"two different trust roots claim version {r.version}")
+        by_version[r.version] = r
+    mine = by_version.get(current.version)
+    if mine is not None and mine.digest != current.digest:
+        raise FormatError(
+            f"the media's trust root v{mine.version} (fingerprint "
+            f"{fingerprint(mine.digest)}) is not the pinned one "
+            f"({fingerprint(current.digest)})"
+        )
+    chain: list[TrustRoot] = []
+    for version in sorted(v for v in by_version if v > current.version):
+        new = by_version[version]
+        check_successor(chain[-1] if chain else current, new)
+        chain.append(new)
+    return chain
 
 
 def _key(item: Any, i: int) -> TrustedKey:

@@ -18,7 +18,7 @@ from typing import Any
 
 from kit import encoding
 from kit.crypto.seal import SealingKey
-from kit.crypto.sign import SigningKey, fingerprint, key_id
+from kit.crypto.sign import SigningKey, key_id
 from kit.errors import (
     DeniedError,
     FormatError,
@@ -32,7 +32,8 @@ from kit.formats import receipt as rfmt
 from kit.formats.bundle import CAP as BUNDLE_CAP
 from kit.formats.bundle import MAX_ARGS, MAX_DATASETS, Claims
 from kit.formats.enrollment import Enrollment, make_enrollment
-from kit.formats.trustroot import TrustRoot, check_successor, load_trust_root
+from kit.formats.trustroot import CAP as TRUST_ROOT_CAP
+from kit.formats.trustroot import TrustRoot, load_trust_root, successors
 from kit.fsutil import (
     atomic_write,
     check_not_writable_by_others,
@@ -110,6 +111,18 @@ class Release:
 
     def __repr__(self) -> str:
         return f"Release(bundle={self.verified.claims.bundle_id}, use={self.use})"
+
+
+def _host_cap(name: str) -> int:
+    """What a host reads of a media file, by name: bundles and trust roots up
+    to their format caps, receipt batches not at all (they are skipped)."""
+    if name.startswith("bundle-"):
+        return BUNDLE_CAP
+    if name.startswith("trust-root"):
+        return TRUST_ROOT_CAP
+    if name.startswith("receipts-"):
+        return rfmt.BATCH_CAP
+    raise MediaError(f"{name}: not a file kit imports; nothing imported")
 
 
 @dataclass(frozen=True)
@@ -254,7 +267,7 @@ class Host:
                     bundle_id=bundle_id,
                     request=request,
                     reason=reason_code(exc),
-                    detail=str(exc),
+                    detail=_printable(str(exc)),
                 ),
                 floor=0,  # a refusal never raises the floor (FORMAT.md 7.3)
             )
@@ -498,7 +511,7 @@ class Host:
         Bundles for other hosts and receipt batches (one stick may serve
         several hosts and carry receipts back) are skipped and named.
         """
-        files = read_media(folder)
+        files = read_media(folder, _host_cap)
         chain = self._root_chain(folder, files)
         root = chain[-1] if chain else self.root
         staged: dict[str, Verified] = {}
@@ -528,43 +541,21 @@ class Host:
         return ImportResult(list(staged.values()), skipped, [r.version for r in chain])
 
     def _root_chain(self, folder: Path, files: dict[str, bytes]) -> list[TrustRoot]:
-        """The trust roots on the media that extend the pinned one, in order,
-        each checked against its predecessor (FORMAT.md 4.3). Older versions
-        are ignored; a different root at the pinned version, a gap, or a root
-        not signed by its predecessor's root keys refuses the whole import."""
-        found: dict[int, TrustRoot] = {}
+        """The trust roots on the media that extend the pinned one, in order
+        (FORMAT.md 4.3); any flaw refuses the whole import."""
+        found = []
         for name, data in files.items():
-            if not name.startswith("trust-root"):
-                continue
-            try:
-                r = load_trust_root(data)
-            except (FormatError, UnauthenticatedError) as exc:
-                raise MediaError(f"{folder / name}: {exc}; nothing imported") from None
-            other = found.get(r.version)
-            if other is not None and other.digest != r.digest:
-                raise MediaError(
-                    f"{folder / name}: two different trust roots claim version "
-                    f"{r.version}; nothing imported"
-                )
-            found[r.version] = r
-        mine = found.get(self.root.version)
-        if mine is not None and mine.digest != self.root.digest:
-            raise MediaError(
-                f"{folder}: the media's trust root v{mine.version} (fingerprint "
-                f"{fingerprint(mine.digest)}) is not the pinned one "
-                f"({fingerprint(self.root.digest)}); nothing imported"
-            )
-        chain: list[TrustRoot] = []
-        current = self.root
-        for version in sorted(v for v in found if v > self.root.version):
-            new = found[version]
-            try:
-                check_successor(current, new)
-            except (FormatError, UnauthenticatedError) as exc:
-                raise MediaError(f"{folder}: {exc}; nothing imported") from None
-            chain.append(new)
-            current = new
-        return chain
+            if name.startswith("trust-root"):
+                try:
+                    found.append(load_trust_root(data))
+                except (FormatError, UnauthenticatedError) as exc:
+                    raise MediaError(
+                        f"{folder / name}: {exc}; nothing imported"
+                    ) from None
+        try:
+            return successors(self.root, found)
+        except (FormatError, UnauthenticatedError) as exc:
+            raise MediaError(f"{folder}: {exc}; nothing imported") from None
 
     def _pin(self, new: TrustRoot) -> None:
         """Pin a checked successor: pending file, then the digest, then the

@@ -10,11 +10,11 @@ from pathlib import Path
 from kit import encoding
 from kit.crypto import atrest
 from kit.crypto.sign import SigningKey
-from kit.errors import DeniedError, HomeError
+from kit.errors import DeniedError, HomeError, UsageError
 from kit.formats import bundle as bundle_fmt
 from kit.formats.envelope import verify_envelope
 from kit.formats.pubkey import make_public_key_file
-from kit.formats.trustroot import TrustRoot, check_successor, load_trust_root
+from kit.formats.trustroot import TrustRoot, load_trust_root, successors
 from kit.fsutil import atomic_write, check_private, read_regular
 from kit.home import create_home, require_kind
 
@@ -64,16 +64,34 @@ class Approver:
         self._key = SigningKey(atrest.open_key(sealed, passphrase))
 
     def catch_up(self, roots: list[bytes]) -> int:
-        """Follow newer trust roots, each checked against its predecessor
-        (versions step by one). Returns the version now pinned."""
-        by_version = {r.version: r for r in map(load_trust_root, roots)}
-        current = self.root
-        for version in sorted(v for v in by_version if v > current.version):
-            new = by_version[version]
-            check_successor(current, new)
+        """Follow newer trust roots by the rules hosts use (FORMAT.md 4.3).
+        Returns the version now pinned."""
+        for new in successors(self.root, [load_trust_root(r) for r in roots]):
             atomic_write(self.home / ROOT_FILE, new.envelope.raw)
-            self.root = current = new
-        return current.version
+            self.root = new
+        return self.root.version
+
+    def approve_root(self, data: bytes) -> tuple[bytes, TrustRoot]:
+        """Co-sign the next trust root, which changes approvers or approval
+        counts and so needs the current approvers (FORMAT.md 4.3)."""
+        if self._key is None:
+            raise HomeError("the approver key is locked")
+        candidate = load_trust_root(data)
+        if candidate.version != self.root.version + 1:
+            raise UsageError(
+                f"trust root v{candidate.version} is not the next version after the "
+                f"pinned v{self.root.version}; catch up first (--trust MEDIA)"
+            )
+        if self._key.key_id not in self.root.keys_for("approver"):
+            raise UsageError("this approver is not an approver of the pinned root")
+        env = candidate.envelope
+        if any(kid == self._key.key_id for kid, _ in env.signatures):
+            raise DeniedError(
+                "already-approved", "this trust root already has this approval"
+            )
+        sigs = [[kid, sig] for kid, sig in env.signatures]
+        sigs.append([self._key.key_id, self._key.sign(env.label, env.body)])
+        return encoding.encode([env.label, env.body, sigs]), candidate
 
     def approve(self, data: bytes) -> tuple[bytes, bundle_fmt.Claims]:
         """Check the issuer's signature, then add this approver's signature.

@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -25,6 +26,7 @@ from kit.formats.trustroot import (
     ROLES,
     KeySpec,
     TrustRoot,
+    approver_quorum,
     check_successor,
     load_trust_root,
     make_trust_root,
@@ -322,7 +324,7 @@ class Signer:
 
     # -- trust-root rotation -------------------------------------------------
 
-    def rotate(
+    def propose(
         self,
         now: int,
         *,
@@ -330,18 +332,18 @@ class Signer:
         remove: tuple[str, ...] = (),
         approvals: dict[str, int] | None = None,
         ttl: int | None = None,
-    ) -> TrustRoot:
-        """Make trust root version N+1: the current keys less ``remove`` plus
-        ``add``, signed by this signer's root key, checked as a host will
-        check it, and kept with every earlier version for hosts that missed
-        some (FORMAT.md 4.3)."""
+    ) -> tuple[bytes, TrustRoot, int]:
+        """Make trust root version N+1 (the current keys less ``remove`` plus
+        ``add``), signed by this signer's root key. Returns its bytes, the
+        parsed root, and how many current approvers must co-sign it before it
+        can be installed (FORMAT.md 4.3)."""
         current = self.root
         known = {k.key_id for k in current.keys}
         for spec in add:
             if key_id(spec.public_key) in known:
                 raise UsageError(
-                    f"key {key_id(spec.public_key)[:12]} is already in "
-                    f"trust root v{current.version}"
+                    f"key {key_id(spec.public_key)[:12]} is already in trust root "
+                    f"v{current.version}"
                 )
         for kid in remove:
             if kid not in known:
@@ -353,13 +355,16 @@ class Signer:
             for k in current.keys
             if k.key_id not in remove
         ] + list(add)
+        expires = now + ttl if ttl else current.expires_at
+        if expires <= now:
+            raise UsageError("the trust root has expired: give a new lifetime (--ttl)")
         data = sign_trust_root(
             current.name,
             keys,
             [self.key],
             version=current.version + 1,
             created_at=now,
-            expires_at=now + ttl if ttl else max(current.expires_at, now + 1),
+            expires_at=expires,
             thresholds=dict(current.thresholds),
             approvals=dict(approvals or current.approvals),
         )
@@ -367,12 +372,28 @@ class Signer:
             new = load_trust_root(data)
         except FormatError as exc:
             raise UsageError(f"the new trust root would be invalid: {exc}") from None
-        check_successor(current, new)
+        return data, new, approver_quorum(current, new)
+
+    def install(self, data: bytes) -> TrustRoot:
+        """Install a proposed root once it is signed as a host will require,
+        and keep it with every earlier version for hosts that missed some."""
+        new = load_trust_root(data)
+        check_successor(self.root, new)
         ensure_private_dir(self.home / ROOTS)
         atomic_write(self.home / ROOTS / root_file_name(new.version), data)
         atomic_write(self.home / ROOT_FILE, data)
         self.root = new
         return new
+
+    def rotate(self, now: int, **changes: Any) -> TrustRoot:
+        """Propose and install in one step, when no approver must co-sign."""
+        data, new, needed = self.propose(now, **changes)
+        if needed:
+            raise UsageError(
+                f"trust root v{new.version} changes the approvers or approval counts: "
+                f"{needed} current approver(s) must co-sign it first"
+            )
+        return self.install(data)
 
     def root_history(self) -> dict[str, bytes]:
         """Every trust-root version this signer made, by media file name."""
