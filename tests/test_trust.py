@@ -340,7 +340,7 @@ def test_cli_approve_and_rotate(world: World, tmp_path: Path) -> None:
     usb = tmp_path / "usb"
     export = world.kit("export", "--to", usb, "--home", world.signer_home)
     assert export.returncode == 0, export.stderr
-    cosign = world.kit("approve", candidate, "--home", a_home, "--trust", usb)
+    cosign = world.kit("approve", candidate, "--key", a_home, "--trust", usb)
     assert cosign.returncode == 0 and b"co-signed trust root v3" in cosign.stderr
     install = world.kit("trust", "install", candidate, "--home", world.signer_home)
     assert install.returncode == 0, install.stderr

@@ -237,8 +237,16 @@ def approver_init(
 
 @handled()
 def approve(
-    bundle: Annotated[Path, typer.Argument(help="Bundle file to approve.")],
+    bundle: Annotated[
+        Path, typer.Argument(help="Bundle (or candidate trust root) to co-sign.")
+    ],
     home: HomeOpt = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key", help="The approver home holding your key (same as --home)."
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Write the approved bundle here (default: in place)."),
@@ -256,7 +264,7 @@ def approve(
 
     Example: kit approve /media/usb/bundle-3f2a...c1.kit
     """
-    approver = Approver(home_path(home))
+    approver = Approver(key if key is not None else home_path(home))
     if trust is not None:
         roots = [d for n, d in read_media(trust).items() if n.startswith("trust-root")]
         approver.catch_up(roots)
