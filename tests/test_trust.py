@@ -387,3 +387,38 @@ def test_cli_approve_and_rotate(world: World, tmp_path: Path) -> None:
         *child_argv(out),
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_approver_refuses_what_it_cannot_vouch_for(
+    world: World, tmp_path: Path, two_approvers: tuple[Approver, Approver]
+) -> None:
+    from kit.errors import UnauthenticatedError
+
+    home = tmp_path / "newcomer"
+    init_approver(
+        home,
+        "dave",
+        PASSPHRASE,
+        world.signer.root.envelope.raw,
+        now=T0,
+        kdf_profile="interactive",
+    )
+    dave = Approver(home)
+    dave.unlock(PASSPHRASE)
+    with pytest.raises(UsageError, match="not an approver in the pinned trust root"):
+        dave.approve(world.issue(risk="medium").data)
+    alice, _ = two_approvers
+    thief = SigningKey.generate()
+    current = world.signer.root
+    forged = sign_trust_root(
+        current.name,
+        [KeySpec(thief.public_key, ("root", "issuer"), "thief")],
+        [thief],
+        version=current.version + 1,
+        created_at=T0,
+        expires_at=T0 + 365 * 24 * HOUR,
+    )
+    with pytest.raises(UnauthenticatedError):
+        alice.approve_root(forged)
+    with pytest.raises(UsageError, match="at least 1 h"):
+        world.signer.propose(T0, ttl=0)

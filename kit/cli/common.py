@@ -6,6 +6,7 @@ import functools
 import getpass
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -184,3 +185,18 @@ def _long_enough(passphrase: bytes, new: bool) -> bytes:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
+
+
+def parse_command(text: str) -> tuple[str, ...]:
+    """One --command value, split as a shell would, as UTF-8 argv."""
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise UsageError(f"--command {text!r}: {exc}") from None
+    if not argv:
+        raise UsageError("--command must not be empty")
+    try:
+        "".join(argv).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"--command {text!r} is not valid UTF-8") from None
+    return argv

@@ -6,7 +6,6 @@ with no interfaces.
 
 from __future__ import annotations
 
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,11 +20,12 @@ from kit.cli.common import (
     emit_json,
     handled,
     home_path,
+    parse_command,
     say,
 )
 from kit.cli.signer_cmds import utc
 from kit.crypto.sign import fingerprint
-from kit.errors import KitError, UsageError
+from kit.errors import KitError
 from kit.formats.bundle import Claims
 from kit.fsutil import atomic_write, read_regular
 from kit.host.host import Host, init_host, reason_code
@@ -147,15 +147,7 @@ def _bundle_path(host: Host, ref: str) -> Path:
 
 
 def _command(text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    try:
-        argv = tuple(shlex.split(text))
-    except ValueError as exc:
-        raise UsageError(f"--command {text!r}: {exc}") from None
-    if not argv:
-        raise UsageError("--command must not be empty")
-    return argv
+    return None if text is None else parse_command(text)
 
 
 def _read_or_deny(

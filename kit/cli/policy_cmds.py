@@ -182,6 +182,11 @@ def inventory(
     """
     now = int(time.time())
     check = load_identities(directory, now=now)
+    if check.problems:
+        say(
+            f"kit: warning: {len(check.problems)} problem(s) in {directory}; "
+            "identities with problems show as deleted (run kit policy check)"
+        )
     signer = Signer(home_path(home))
     try:
         records, usage = signer.ledger.bundles(), signer.ledger.usage()

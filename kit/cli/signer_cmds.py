@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from kit.cli.common import (
     emit_json,
     handled,
     home_path,
+    parse_command,
     read_passphrase,
     say,
 )
@@ -317,20 +317,7 @@ def _identity(name: str, folder: Path, now: int) -> Identity:
 
 
 def _commands(texts: list[str]) -> tuple[tuple[str, ...], ...]:
-    commands = []
-    for c in texts:
-        try:
-            argv = tuple(shlex.split(c))
-        except ValueError as exc:
-            raise UsageError(f"--command {c!r}: {exc}") from None
-        if not argv:
-            raise UsageError("--command must not be empty")
-        try:
-            "".join(argv).encode("utf-8")
-        except UnicodeEncodeError:
-            raise UsageError(f"--command {c!r} is not valid UTF-8") from None
-        commands.append(argv)
-    return tuple(commands)
+    return tuple(parse_command(c) for c in texts)
 
 
 def _read_secret(secret_file: Path | None) -> bytes:

@@ -84,6 +84,16 @@ class Approver:
             )
         if self._key.key_id not in self.root.keys_for("approver"):
             raise UsageError("this approver is not an approver of the pinned root")
+        if candidate.name != self.root.name:
+            raise UsageError(
+                f"trust root for {candidate.name!r}, not {self.root.name!r}"
+            )
+        verify_envelope(  # made by the signer this approver follows
+            candidate.envelope,
+            self.root.keys_for("root"),
+            threshold=self.root.thresholds["root"],
+            what="trust root",
+        )
         env = candidate.envelope
         if any(kid == self._key.key_id for kid, _ in env.signatures):
             raise DeniedError(
@@ -101,6 +111,11 @@ class Approver:
         """
         if self._key is None:
             raise HomeError("the approver key is locked")
+        if self._key.key_id not in self.root.keys_for("approver"):
+            raise UsageError(
+                "this key is not an approver in the pinned trust root; catch up "
+                "with --trust MEDIA once the signer has added it"
+            )
         bundle = bundle_fmt.parse_bundle(data)
         verify_envelope(
             bundle.envelope,

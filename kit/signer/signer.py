@@ -355,9 +355,13 @@ class Signer:
             for k in current.keys
             if k.key_id not in remove
         ] + list(add)
-        expires = now + ttl if ttl else current.expires_at
+        if ttl is not None and ttl < 3600:
+            raise UsageError("a trust root lifetime is at least 1 h")
+        expires = now + ttl if ttl is not None else current.expires_at
         if expires <= now:
-            raise UsageError("the trust root has expired: give a new lifetime (--ttl)")
+            raise UsageError(
+                "the trust root has expired: renew it first (kit trust renew --ttl)"
+            )
         data = sign_trust_root(
             current.name,
             keys,
