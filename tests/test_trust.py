@@ -153,6 +153,9 @@ def test_bundle_short_of_approvals_is_refused(
     approved, _ = alice.approve(issued.data)
     _run(world, approved, tmp_path)
     assert len(world.uses()) == 1
+    release = world.receipts()[-1]
+    [alice_id] = [k.key_id for k in alice.root.keys if k.label == "alice"]
+    assert (release.event, release.approvals) == ("release", (alice_id,))
 
 
 def test_one_approver_twice_counts_once(
@@ -422,3 +425,35 @@ def test_approver_refuses_what_it_cannot_vouch_for(
         alice.approve_root(forged)
     with pytest.raises(UsageError, match="at least 1 h"):
         world.signer.propose(T0, ttl=0)
+
+
+def test_root_threshold_is_not_met_by_one_key_twice() -> None:
+    from kit.errors import UnauthenticatedError
+    from kit.formats.trustroot import load_trust_root
+
+    a, b = SigningKey.generate(), SigningKey.generate()
+    keys = [
+        KeySpec(a.public_key, ("root", "issuer"), "a"),
+        KeySpec(b.public_key, ("root",), "b"),
+    ]
+    both = sign_trust_root(
+        "two",
+        keys,
+        [a, b],
+        version=1,
+        created_at=T0,
+        expires_at=T0 + HOUR,
+        thresholds={"root": 2, "issuer": 1},
+    )
+    assert load_trust_root(both).thresholds["root"] == 2
+    twice = sign_trust_root(
+        "two",
+        keys,
+        [a, a],
+        version=1,
+        created_at=T0,
+        expires_at=T0 + HOUR,
+        thresholds={"root": 2, "issuer": 1},
+    )
+    with pytest.raises(UnauthenticatedError):
+        load_trust_root(twice)

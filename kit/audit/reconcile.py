@@ -43,6 +43,7 @@ class BundleStatus:
     status: str = "outstanding"
     uses: int = 0
     last_use: int = 0  # time of the newest release receipt, 0 if none
+    approved_by: list[str] = field(default_factory=list)  # approver key ids
     denials: list[str] = field(default_factory=list)
 
 
@@ -293,6 +294,7 @@ def reconcile(
                 continue
             st.uses += 1
             st.last_use = max(st.last_use, r.time)
+            st.approved_by = sorted({*st.approved_by, *r.approvals})
             if host != issued.host:
                 anomalies.append(
                     Anomaly(

@@ -61,6 +61,7 @@ class Receipt:
     duration_ms: int
     datasets: tuple[str, ...] = ()  # the datasets the task declared it touches
     delivery: str = ""  # how the secret was handed over, on release
+    approvals: tuple[str, ...] = ()  # approver key ids counted, on release
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -81,6 +82,7 @@ class Receipt:
             "duration_ms": self.duration_ms,
             "datasets": list(self.datasets),
             "delivery": self.delivery,
+            "approvals": list(self.approvals),
         }
 
 
@@ -160,6 +162,10 @@ def _decode_receipt(env: Envelope) -> Receipt:
             for d in f.array("datasets", MAX_DATASETS)
         ),
         delivery=f.text("delivery", max_len=16),
+        approvals=tuple(
+            encoding.check_text(k, "receipt approvals", encoding.HEX32_RE)
+            for k in f.array("approvals", 8)
+        ),
     )
     f.done()
     if (r.event == "deny") != bool(r.reason):

@@ -49,6 +49,7 @@ from kit.host.verifier import (
     HostIdentity,
     Request,
     Verified,
+    approvals_of,
     authenticate,
     check_scope,
 )
@@ -210,6 +211,7 @@ class Host:
         detail: str = "",
         status: int = 0,
         duration_ms: int = 0,
+        approvals: tuple[str, ...] = (),
     ) -> ReceiptBuilder:
         # What was asked is recorded as asked, cut to the receipt's bounds.
         task = _printable(request.task)[: rfmt.MAX_TASK]
@@ -239,6 +241,7 @@ class Host:
                     duration_ms=duration_ms,
                     datasets=datasets,
                     delivery=delivery,
+                    approvals=approvals,
                 ),
                 self._signing,
             )
@@ -381,6 +384,7 @@ class Host:
                 digest=verified.bundle.envelope.digest,
                 bundle_id=c.bundle_id,
                 request=request,
+                approvals=tuple(sorted(approvals_of(verified.bundle, self.root))),
             )
             outcome = self.state.release(
                 c.bundle_id, c.max_uses, now, build, floor=max(now, c.issued_at)
