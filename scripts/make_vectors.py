@@ -446,7 +446,7 @@ def root_body(**changes: Any) -> bytes:
                 "algorithm": "ed25519",
                 "key_id": ISSUER.key_id,
                 "public_key": ISSUER.public_key,
-                "roles": ["root", "issuer"],
+                "roles": ["root", "issuer", "revoker"],
                 "label": "signer",
             }
         ],

@@ -8,6 +8,7 @@ import json
 import shutil
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from conftest import KIT, T0, World, child_argv
 
 from kit.errors import DeniedError, FormatError, HomeError, JournalError
 from kit.host.policy import FILE as POLICY_FILE
+from kit.media import write_media
 
 HOUR = 3600
 
@@ -280,12 +282,28 @@ def test_shifted_clock_of_a_real_kit_run_is_refused(
 
 def test_host_status_reports_state_and_problems(world: World, tmp_path: Path) -> None:
     home = world.host_home("build-01")
+    bare = world.kit("host", "status", "--home", home, "--json")
+    assert bare.returncode == 1  # no revocation list yet
+    assert json.loads(bare.stdout)["problems"] == [
+        "no revocation list yet: import one (kit export carries it)"
+    ]
+    now = int(time.time())
+    write_media(
+        tmp_path / "rl",
+        {"revocations.kit": world.signer.revocation_list(now, 24 * HOUR)},
+    )
+    host = world.host()
+    try:
+        host.import_media(tmp_path / "rl")
+    finally:
+        host.close()
     issued = world.issue(max_uses=2)
     (home / "inbox" / f"{issued.claims.bundle_id}.kit").write_bytes(issued.data)
     _release(world, issued.data, T0, tmp_path / "a")
     done = world.kit("host", "status", "--home", home, "--json")
     assert done.returncode == 0, done.stderr
     st = json.loads(done.stdout)
+    assert st["revocations"]["version"] == 1
     assert st["host"] == "build-01" and st["env"] == "prod"
     assert st["staged"] == [
         {

@@ -12,7 +12,15 @@ from kit.cli.common import STATE
 from kit.cli.host_cmds import host_app, receipts_app, run, verify
 from kit.cli.host_cmds import import_cmd as import_media
 from kit.cli.policy_cmds import inventory, policy_app
-from kit.cli.signer_cmds import enroll, export, issue, reconcile_cmd, signer_app
+from kit.cli.signer_cmds import (
+    enroll,
+    export,
+    issue,
+    reconcile_cmd,
+    retire,
+    revoke,
+    signer_app,
+)
 from kit.cli.trust_cmds import approve, approver_app, trust_app
 
 app = typer.Typer(
@@ -40,6 +48,8 @@ app.command("verify")(verify)
 app.command("run")(run)
 app.command("reconcile")(reconcile_cmd)
 app.command("inventory")(inventory)
+app.command("revoke")(revoke)
+app.command("retire")(retire)
 
 
 def _version(value: bool) -> None:

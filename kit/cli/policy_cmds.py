@@ -190,6 +190,9 @@ def inventory(
     signer = Signer(home_path(home))
     try:
         records, usage = signer.ledger.bundles(), signer.ledger.usage()
+        revoked = frozenset(
+            v for k, v in signer.ledger.revocations() if k == "identity"
+        )
     finally:
         signer.close()
     reports = build_inventory(
@@ -198,6 +201,7 @@ def inventory(
         usage,
         now=now,
         lifetime_cap=parse_duration(lifetime_cap, "--lifetime-cap"),
+        revoked=revoked,
     )
     if json_out:
         emit_json([asdict(r) for r in reports])

@@ -346,17 +346,26 @@ def export(
         ),
     ] = None,
     home: HomeOpt = None,
+    valid: Annotated[
+        str,
+        typer.Option(help="How long the fresh revocation list stays valid, e.g. 7d."),
+    ] = "7d",
+    passphrase_file: PassFileOpt = None,
 ) -> None:
-    """Write bundles and the trust root to a media folder.
+    """Write bundles, the trust root and a fresh revocation list to media.
 
     Files are written atomically (temp file, fsync, rename) and listed with
-    their SHA-256 in the folder's SHA256SUMS manifest.
+    their SHA-256 in the folder's SHA256SUMS manifest. The revocation list is
+    signed anew (next version, new expiry) on every export, so a host that
+    receives bundles also receives freshness.
 
     Example: kit export --to /media/usb
     """
     signer = Signer(home_path(home))
     try:
         now = int(time.time())
+        signer.unlock(read_passphrase(passphrase_file))
+        revocations = signer.revocation_list(now, parse_duration(valid, "--valid"))
         paths = list(bundles or [])
         if not paths:
             paths = [
@@ -371,6 +380,7 @@ def export(
                 signer.home / ROOT_FILE, 1 << 16, "trust root"
             ),
             **signer.root_history(),
+            "revocations.kit": revocations,
         }
         for p in paths:
             data = read_regular(p, 64 * 1024, "bundle")
@@ -381,8 +391,11 @@ def export(
     finally:
         signer.close()
     write_media(to, files)
-    roots = sum(1 for n in files if n.startswith("trust-root"))
-    say(f"exported {len(files) - roots} bundle(s) and the trust root to {to}")
+    count = sum(1 for n in files if n.startswith("bundle-"))
+    say(
+        f"exported {count} bundle(s), the trust root and a fresh revocation list "
+        f"to {to}"
+    )
 
 
 @handled()
@@ -454,3 +467,104 @@ def reconcile_cmd(
         )
     if not report.clean:
         raise typer.Exit(DENIED)
+
+
+_REVOKE_HELP = "(repeatable)"
+
+
+@handled()
+def revoke(
+    bundle: Annotated[
+        list[str] | None, typer.Option("--bundle", help="Bundle id " + _REVOKE_HELP)
+    ] = None,
+    identity: Annotated[
+        list[str] | None,
+        typer.Option("--identity", help="Workflow identity " + _REVOKE_HELP),
+    ] = None,
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="Host " + _REVOKE_HELP)
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="Environment " + _REVOKE_HELP)
+    ] = None,
+    key: Annotated[
+        list[str] | None, typer.Option("--key", help="Issuer key id " + _REVOKE_HELP)
+    ] = None,
+    before: Annotated[
+        int | None, typer.Option(help="Revoke everything issued before this Unix time.")
+    ] = None,
+    valid: Annotated[
+        str, typer.Option(help="Validity of the new list, e.g. 7d.")
+    ] = "7d",
+    out: Annotated[Path | None, typer.Option(help="Also write the list here.")] = None,
+    home: HomeOpt = None,
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Add revocation entries and sign the next revocation list.
+
+    Example: kit revoke --bundle 3f2a...c1 --identity release-publish-ci
+    """
+    entries = [
+        (k, v)
+        for k, vs in (
+            ("bundle", bundle),
+            ("identity", identity),
+            ("host", host),
+            ("env", env),
+            ("key", key),
+        )
+        for v in (vs or [])
+    ]
+    if before is not None:
+        entries.append(("before", str(before)))
+    if not entries:
+        raise UsageError("name at least one thing to revoke")
+    _sign_revocations(home, passphrase_file, entries, valid, out)
+
+
+@handled()
+def retire(
+    kind: Annotated[str, typer.Argument(help="identity, env or host")],
+    name: Annotated[str, typer.Argument(help="Its name.")],
+    valid: Annotated[
+        str, typer.Option(help="Validity of the new list, e.g. 7d.")
+    ] = "7d",
+    out: Annotated[Path | None, typer.Option(help="Also write the list here.")] = None,
+    home: HomeOpt = None,
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Retire an identity, environment or host: revoke everything under it,
+    refuse new issuance for it, and sign the list to carry out.
+
+    Example: kit retire identity test-harness-dev
+    """
+    if kind not in ("identity", "env", "host"):
+        raise UsageError("retire takes identity, env or host")
+    _sign_revocations(home, passphrase_file, [(kind, name)], valid, out)
+
+
+def _sign_revocations(
+    home: Path | None,
+    passphrase_file: Path | None,
+    entries: list[tuple[str, str]],
+    valid: str,
+    out: Path | None,
+) -> None:
+    signer = Signer(home_path(home))
+    try:
+        signer.unlock(read_passphrase(passphrase_file))
+        try:
+            added = signer.revoke(entries, int(time.time()))
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+        data = signer.revocation_list(
+            int(time.time()), parse_duration(valid, "--valid")
+        )
+    finally:
+        signer.close()
+    if out is not None:
+        atomic_write(out, data)
+    say(
+        f"{added} new entr{'y' if added == 1 else 'ies'}; revocation list signed "
+        f"({signer.home / 'revocations.kit'}); kit export carries it to hosts"
+    )

@@ -25,7 +25,7 @@ from kit.formats.envelope import (
 
 LABEL = "kit/trust-root/v1"
 CAP = 16 * 1024
-ROLES = ("root", "issuer", "approver")
+ROLES = ("root", "issuer", "approver", "revoker")
 THRESHOLD_ROLES = ("root", "issuer")
 RISKS = ("low", "medium", "high")
 MAX_KEYS = 32
@@ -89,7 +89,7 @@ def make_trust_root(
     """Version 1: one key holding every role but approver, self-signed."""
     return sign_trust_root(
         name,
-        [KeySpec(key.public_key, ("root", "issuer"), label)],
+        [KeySpec(key.public_key, ("root", "issuer", "revoker"), label)],
         [key],
         version=version,
         created_at=created_at,

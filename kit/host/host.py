@@ -32,6 +32,8 @@ from kit.formats import receipt as rfmt
 from kit.formats.bundle import CAP as BUNDLE_CAP
 from kit.formats.bundle import MAX_ARGS, MAX_DATASETS, Claims
 from kit.formats.enrollment import Enrollment, make_enrollment
+from kit.formats.revocation import CAP as REVOCATION_CAP
+from kit.formats.revocation import RevocationList, load_list
 from kit.formats.trustroot import CAP as TRUST_ROOT_CAP
 from kit.formats.trustroot import TrustRoot, load_trust_root, successors
 from kit.fsutil import (
@@ -63,6 +65,7 @@ HPKE_KEY = "hpke.key"
 RECEIPT_KEY = "receipt.key"
 ROOT_FILE = "trust-root.kit"
 PENDING_ROOT = "trust-root.pending"
+REVOCATIONS = "revocations.kit"
 ENROLLMENT_FILE = "enrollment.kit"
 STATE_FILE = "state.db"
 INBOX = "inbox"
@@ -123,6 +126,8 @@ def _host_cap(name: str) -> int:
         return TRUST_ROOT_CAP
     if name.startswith("receipts-"):
         return rfmt.BATCH_CAP
+    if name == REVOCATIONS:
+        return REVOCATION_CAP
     raise MediaError(f"{name}: not a file kit imports; nothing imported")
 
 
@@ -188,9 +193,22 @@ class Host:
             name.decode(), env.decode(), key_id(self._sealing.public_key)
         )
         self.policy = load_policy(home)
+        self.revocations = self._stored_revocations()
 
     def close(self) -> None:
         self.state.close()
+
+    def _stored_revocations(self) -> RevocationList | None:
+        data = self.state.get("revocation_list")
+        if data is None:
+            return None
+        try:
+            return load_list(data, self.root.keys_for("revoker"))
+        except (FormatError, UnauthenticatedError) as exc:
+            raise HomeError(
+                f"the stored revocation list no longer verifies ({exc}); import a "
+                "fresh one from the signer"
+            ) from None
 
     @property
     def receipt_key_id(self) -> str:
@@ -291,6 +309,7 @@ class Host:
             floor=self.state.floor(),
             request=request,
             now=now,
+            revoked=self.revocations,
         )
 
     def _exhausted(self, verified: Verified, spent: list[UseRecord]) -> DeniedError:
@@ -454,6 +473,13 @@ class Host:
             problems.append(f"the clock is {floor - now} s behind the clock floor")
         if now > self.root.expires_at:
             problems.append("the pinned trust root has expired")
+        rl = self.revocations
+        if rl is None:
+            problems.append(
+                "no revocation list yet: import one (kit export carries it)"
+            )
+        elif now - self.policy.leeway > rl.expires_at:
+            problems.append(f"the revocation list v{rl.version} has expired")
         staged = []
         for path in sorted((self.home / INBOX).glob("*.kit")):
             try:
@@ -495,6 +521,13 @@ class Host:
                 "risk_levels": list(self.policy.risk_levels),
                 "leeway": self.policy.leeway,
             },
+            "revocations": None
+            if rl is None
+            else {
+                "version": rl.version,
+                "expires_at": rl.expires_at,
+                "entries": len(rl.entries),
+            },
             "staged": staged,
             "receipts": {
                 "last_seq": head,
@@ -522,7 +555,7 @@ class Host:
         skipped: list[str] = []
         for name, data in files.items():
             path = folder / name
-            if name.startswith("trust-root"):
+            if name.startswith("trust-root") or name == REVOCATIONS:
                 continue
             if name.startswith("receipts-"):
                 skipped.append(f"{name} (a receipt batch, for the signer)")
@@ -538,8 +571,12 @@ class Host:
                 skipped.append(f"{name} (for host {c.host})")
                 continue
             staged[c.bundle_id] = v
+        newer = self._newer_revocations(folder, files, root)
         for new in chain:
             self._pin(new)
+        if newer is not None:
+            self.state.put("revocation_list", newer.envelope.raw)
+            self.revocations = newer
         for v in staged.values():
             atomic_write(self.inbox_path(v.claims.bundle_id), v.bundle.envelope.raw)
         return ImportResult(list(staged.values()), skipped, [r.version for r in chain])
@@ -560,6 +597,37 @@ class Host:
             return successors(self.root, found)
         except (FormatError, UnauthenticatedError) as exc:
             raise MediaError(f"{folder}: {exc}; nothing imported") from None
+
+    def _newer_revocations(
+        self, folder: Path, files: dict[str, bytes], root: TrustRoot
+    ) -> RevocationList | None:
+        """The list on the media if it is authentic and not older than the one
+        in force; a rollback or a different list of the same version refuses
+        the whole import (the list in force stays)."""
+        data = files.get(REVOCATIONS)
+        if data is None:
+            return None
+        try:
+            new = load_list(data, root.keys_for("revoker"))
+        except (FormatError, UnauthenticatedError) as exc:
+            raise MediaError(
+                f"{folder / REVOCATIONS}: {exc}; nothing imported"
+            ) from None
+        held = self.revocations
+        if held is not None:
+            if new.version < held.version:
+                raise MediaError(
+                    f"{folder / REVOCATIONS}: revocation list v{new.version} is older "
+                    f"than v{held.version} in force (rollback); nothing imported"
+                )
+            if new.version == held.version:
+                if new.digest != held.digest:
+                    raise MediaError(
+                        f"{folder / REVOCATIONS}: a different revocation list "
+                        f"v{new.version}; nothing imported"
+                    )
+                return None
+        return new
 
     def _pin(self, new: TrustRoot) -> None:
         """Pin a checked successor: pending file, then the digest, then the

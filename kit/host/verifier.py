@@ -36,6 +36,7 @@ from kit.crypto.sign import verify_signature
 from kit.errors import DeniedError, FormatError
 from kit.formats.bundle import Bundle, Claims, decode_claims, parse_bundle
 from kit.formats.envelope import verify_envelope, withheld
+from kit.formats.revocation import RevocationList
 from kit.formats.trustroot import TrustRoot
 from kit.host.policy import HostPolicy
 
@@ -149,11 +150,13 @@ def check_scope(
     floor: int,
     request: Request,
     now: int,
+    revoked: RevocationList | None = None,
 ) -> None:
     """Steps 4 to 14. Raises DeniedError with a stable code and exact detail."""
     c = v.claims
     task, command = request.task, request.command
     leeway = policy.leeway
+    check_revocation(c, revoked, now=now, leeway=leeway)
     if now > root.expires_at:
         raise DeniedError(
             "trust-root-expired",
@@ -244,6 +247,41 @@ def check_scope(
             "delivery-not-allowed",
             f"delivery: the bundle does not allow --deliver {request.delivery}; "
             f"it allows {', '.join(c.delivery)}",
+        )
+
+
+def check_revocation(
+    c: Claims, revoked: RevocationList | None, *, now: int, leeway: int
+) -> None:
+    """A fresh list that names none of the bundle's identifiers. A host that
+    has never received a list has none to check (docs/LIMITATIONS.md)."""
+    if revoked is None:
+        return
+    if now - leeway > revoked.expires_at:
+        raise DeniedError(
+            "revocation-list-stale",
+            f"the revocation list v{revoked.version} expired "
+            f"{_span(now - revoked.expires_at)} ago (at {_utc(revoked.expires_at)}); "
+            "import a fresh one: every kit export carries one",
+        )
+    for kind, value in (
+        ("bundle", c.bundle_id),
+        ("identity", c.identity),
+        ("host", c.host),
+        ("env", c.env),
+        ("key", c.issuer),
+    ):
+        if value and value in revoked.values(kind):
+            raise DeniedError(
+                "revoked",
+                f"{kind} {value} is revoked (revocation list v{revoked.version})",
+            )
+    cutoffs = [int(t) for t in revoked.values("before")]
+    if cutoffs and c.issued_at < max(cutoffs):
+        raise DeniedError(
+            "revoked",
+            f"everything issued before {_utc(max(cutoffs))} is revoked; this bundle "
+            f"was issued at {_utc(c.issued_at)}",
         )
 
 

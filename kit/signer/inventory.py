@@ -59,7 +59,9 @@ def build_inventory(
     *,
     now: int,
     lifetime_cap: int,
+    revoked: frozenset[str] = frozenset(),
 ) -> list[IdentityReport]:
+    """``revoked``: identity names retired with kit retire / kit revoke."""
     declared = {i.name: i for i in check.identities}
     reports: dict[str, IdentityReport] = {}
     for ident in declared.values():
@@ -93,6 +95,9 @@ def build_inventory(
             rep.flags.append("ad-hoc: bundles issued under no declared identity")
         elif decl is None:
             rep.flags.append("declaration deleted: treated as retired")
+        if rep.name in revoked:
+            rep.retired = True
+            rep.flags.append("retired: revoked by kit retire or kit revoke")
         if rep.retired and rep.outstanding:
             rep.flags.append(
                 f"retired but {len(rep.outstanding)} bundle(s) outstanding"

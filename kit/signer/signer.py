@@ -20,6 +20,7 @@ from kit.crypto.seal import seal
 from kit.crypto.sign import SigningKey, key_id
 from kit.errors import DeniedError, FormatError, HomeError, UsageError
 from kit.formats import bundle as bundle_fmt
+from kit.formats import revocation
 from kit.formats.enrollment import Enrollment, load_enrollment
 from kit.formats.envelope import seal_envelope
 from kit.formats.trustroot import (
@@ -45,6 +46,7 @@ ROOT_FILE = "trust-root.kit"
 LEDGER_FILE = "ledger.db"
 OUTBOX = "outbox"
 ROOTS = "trust-roots"
+REVOCATIONS = "revocations.kit"
 DIGEST_INFO = b"kit/ledger-secret-digest/v1"
 ROOT_TTL_DEFAULT = 365 * 24 * 3600
 
@@ -224,6 +226,16 @@ class Signer:
         """Seal ``secret`` to the host, sign the claims, record the issuance."""
         if req.identity is not None:  # the declaration first: it is the policy
             check_within(req.identity, req, now)
+        for kind, value in (
+            ("identity", req.identity.name if req.identity else ""),
+            ("env", req.env),
+            ("host", req.host),
+        ):
+            if value and self.retired(kind, value):
+                raise UsageError(
+                    f"{kind} {value} is retired (revoked); nothing more "
+                    "is issued for it"
+                )
         host = self.ledger.get_host(req.host)
         if host is None:
             raise UsageError(f"host {req.host!r} is not enrolled (kit enroll REQUEST)")
@@ -398,6 +410,38 @@ class Signer:
                 f"{needed} current approver(s) must co-sign it first"
             )
         return self.install(data)
+
+    # -- revocation (FORMAT.md 12) -----------------------------------------
+
+    def revoke(self, entries: list[tuple[str, str]], now: int) -> int:
+        """Add entries (each checked for its one spelling); return how many
+        were new. The list itself is signed by :meth:`revocation_list`."""
+        checked = [revocation.check_entry(k, v) for k, v in entries]
+        return sum(self.ledger.add_revocation(e.kind, e.value, now) for e in checked)
+
+    def revocation_list(self, now: int, validity: int) -> bytes:
+        """Sign the next version of the list, fresh from ``now``, even when no
+        entry changed: hosts receive freshness with every export."""
+        if not 0 < validity <= revocation.MAX_VALIDITY:
+            raise UsageError(
+                f"a revocation list is valid 1 s to {revocation.MAX_VALIDITY} s"
+            )
+        if self.key.key_id not in self.root.keys_for("revoker"):
+            raise HomeError("the signer key is not a revoker in its trust root")
+        entries = [revocation.Entry(k, v) for k, v in self.ledger.revocations()]
+        data = revocation.sign_list(
+            self.root.name,
+            self.ledger.next_counter("revocation-list"),
+            now,
+            now + validity,
+            entries,
+            self.key,
+        )
+        atomic_write(self.home / REVOCATIONS, data)
+        return data
+
+    def retired(self, kind: str, name: str) -> bool:
+        return (kind, name) in set(self.ledger.revocations())
 
     def root_history(self) -> dict[str, bytes]:
         """Every trust-root version this signer made, by media file name."""

@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS bundles (
     max_uses INTEGER NOT NULL, claims BLOB NOT NULL, bundle_digest BLOB NOT NULL,
     secret_digest BLOB NOT NULL, identity TEXT NOT NULL, risk TEXT NOT NULL,
     datasets TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS revocations (
+    kind TEXT NOT NULL, value TEXT NOT NULL, added_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, value)) STRICT;
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS usage (
     bundle_id TEXT PRIMARY KEY REFERENCES bundles(bundle_id),
     uses INTEGER NOT NULL, last_use INTEGER NOT NULL) STRICT;
@@ -131,6 +136,35 @@ class SqliteLedger:
                 "last_use = max(last_use, excluded.last_use)",
                 (bundle_id, uses, last_use),
             )
+
+    def add_revocation(self, kind: str, value: str, now: int) -> bool:
+        """Record an entry; False when it was already there."""
+        with self._db:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO revocations VALUES (?, ?, ?)", (kind, value, now)
+            )
+        return cur.rowcount == 1
+
+    def revocations(self) -> list[tuple[str, str]]:
+        return [
+            (str(k), str(v))
+            for k, v in self._db.execute(
+                "SELECT kind, value FROM revocations ORDER BY kind, value"
+            )
+        ]
+
+    def next_counter(self, name: str) -> int:
+        """Increment and return a named counter (e.g. the list version)."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE "
+                "SET value = value + 1",
+                (name,),
+            )
+            row = self._db.execute(
+                "SELECT value FROM counters WHERE name = ?", (name,)
+            ).fetchone()
+        return int(row[0])
 
     def usage(self) -> dict[str, tuple[int, int]]:
         return {
