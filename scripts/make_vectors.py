@@ -177,6 +177,8 @@ def claims_map(**changes: Any) -> dict[str, Any]:
         "risk": "low",
         "delivery": ["env", "fd", "file", "stdin"],
         "approvals": 0,
+        "anchor_seq": 0,
+        "anchor_head": b"",
     }
     c.update(changes)
     return c

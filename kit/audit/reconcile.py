@@ -65,6 +65,8 @@ class Report:
     unauthenticated: list[Refusal]
     hosts: dict[str, int]  # host -> highest sequence number seen
     receipts: int
+    # host -> (seq, hash) of the newest receipt of an unbroken chain from 1
+    heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -354,7 +356,16 @@ def reconcile(
         unauthenticated=unmatched,
         hosts={h: max(c) for h, c in chains.items() if c},
         receipts=sum(len(c) for c in chains.values()),
+        heads={h: _head(c) for h, c in chains.items() if 1 in c},
     )
+
+
+def _head(by_seq: dict[int, rfmt.SignedReceipt]) -> tuple[int, bytes]:
+    """The newest receipt reachable from 1 by unbroken links."""
+    seq = 1
+    while seq + 1 in by_seq and by_seq[seq + 1].receipt.prev == by_seq[seq].digest:
+        seq += 1
+    return seq, by_seq[seq].digest
 
 
 def load_batches(folders: list[Path]) -> list[Batch]:

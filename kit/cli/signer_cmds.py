@@ -429,7 +429,9 @@ def reconcile_cmd(
             now=int(time.time()),
             leeway=leeway,
         )
-        if report.clean:  # only whole, authentic evidence feeds the inventory
+        if report.clean:  # only whole, authentic evidence feeds the ledger
+            for name, (seq, head) in report.heads.items():
+                signer.ledger.record_anchor(name, seq, head)
             for b in report.bundles:
                 if b.uses:
                     last = min(b.last_use, int(time.time()))

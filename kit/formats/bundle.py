@@ -56,6 +56,10 @@ class Claims:
     risk: str = "low"
     delivery: tuple[str, ...] = DELIVERY_MODES
     approvals: int = 0  # distinct approvals needed, at least (FORMAT.md 5.2)
+    # The newest receipt of this host the signer has reconciled: the host's
+    # journal must extend it (0 and b"": none yet).
+    anchor_seq: int = 0
+    anchor_head: bytes = b""
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -78,6 +82,8 @@ class Claims:
             "risk": self.risk,
             "delivery": list(self.delivery),
             "approvals": self.approvals,
+            "anchor_seq": self.anchor_seq,
+            "anchor_head": self.anchor_head,
         }
 
 
@@ -157,6 +163,8 @@ def decode_claims(claims_bytes: bytes) -> Claims:
         risk=f.choice("risk", RISKS),
         delivery=_names(f.array("delivery", len(DELIVERY_MODES)), "delivery"),
         approvals=f.integer("approvals", 0, MAX_APPROVALS),
+        anchor_seq=f.integer("anchor_seq", 0, 1 << 62),
+        anchor_head=f.binary("anchor_head", max_len=32),
     )
     f.done()
     check_claims_shape(c)
@@ -181,6 +189,11 @@ def check_claims_shape(c: Claims) -> None:
         raise FormatError(
             "bundle claims: declaration must be the 32-byte digest of the "
             "identity's declaration, and empty for an ad-hoc bundle"
+        )
+    if len(c.anchor_head) != (32 if c.anchor_seq else 0):
+        raise FormatError(
+            "bundle claims: anchor_head must be a 32-byte receipt hash when "
+            "anchor_seq is set, and empty when it is 0"
         )
     if not c.delivery or any(m not in DELIVERY_MODES for m in c.delivery):
         raise FormatError(

@@ -301,6 +301,7 @@ class Host:
     # -- decisions ------------------------------------------------------------
 
     def _scope(self, verified: Verified, request: Request, now: int) -> None:
+        self._check_anchor(verified)
         check_scope(
             verified,
             root=self.root,
@@ -311,6 +312,27 @@ class Host:
             now=now,
             revoked=self.revocations,
         )
+
+    def _check_anchor(self, verified: Verified) -> None:
+        """The bundle names the newest receipt of this host the signer has
+        reconciled; this journal must hold exactly that receipt. A host restored
+        from an old copy of its home, or whose journal was rewritten, fails."""
+        c = verified.claims
+        if not c.anchor_seq:
+            return
+        held = self.state.hash_at(c.anchor_seq)
+        if held != c.anchor_head:
+            what = (
+                f"lacks receipt {c.anchor_seq}"
+                if held is None
+                else f"holds a different receipt {c.anchor_seq}"
+            )
+            raise DeniedError(
+                "anchor-not-extended",
+                f"the signer has reconciled this host's receipts up to "
+                f"{c.anchor_seq}, but this journal {what}: the host home was "
+                "restored from an old copy or its journal was replaced",
+            )
 
     def _exhausted(self, verified: Verified, spent: list[UseRecord]) -> DeniedError:
         c = verified.claims

@@ -252,6 +252,7 @@ class Signer:
             )
         if not 0 < req.ttl <= bundle_fmt.MAX_LIFETIME:
             raise UsageError(f"--ttl must be 1 s to {bundle_fmt.MAX_LIFETIME} s")
+        anchor = self.ledger.anchor(host.name)
         not_before = now if req.not_before is None else req.not_before
         claims = bundle_fmt.Claims(
             bundle_id=secrets.token_hex(16),
@@ -276,6 +277,8 @@ class Signer:
                 req.identity.approvals if req.identity else 0,
                 self.root.approvals[req.risk],
             ),
+            anchor_seq=anchor[0] if anchor else 0,
+            anchor_head=anchor[1] if anchor else b"",
         )
         claims_bytes = encoding.encode(claims.to_map())
         try:  # the same checks the host will make, so nothing unusable is issued

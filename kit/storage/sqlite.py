@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS bundles (
 CREATE TABLE IF NOT EXISTS revocations (
     kind TEXT NOT NULL, value TEXT NOT NULL, added_at INTEGER NOT NULL,
     PRIMARY KEY (kind, value)) STRICT;
+CREATE TABLE IF NOT EXISTS anchors (
+    host TEXT PRIMARY KEY, seq INTEGER NOT NULL, head BLOB NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS usage (
@@ -152,6 +154,22 @@ class SqliteLedger:
                 "SELECT kind, value FROM revocations ORDER BY kind, value"
             )
         ]
+
+    def record_anchor(self, host: str, seq: int, head: bytes) -> None:
+        """Keep the newest reconciled receipt per host (never moves back)."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO anchors VALUES (?, ?, ?) ON CONFLICT(host) DO UPDATE "
+                "SET seq = excluded.seq, head = excluded.head "
+                "WHERE excluded.seq > anchors.seq",
+                (host, seq, head),
+            )
+
+    def anchor(self, host: str) -> tuple[int, bytes] | None:
+        row = self._db.execute(
+            "SELECT seq, head FROM anchors WHERE host = ?", (host,)
+        ).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
 
     def next_counter(self, name: str) -> int:
         """Increment and return a named counter (e.g. the list version)."""
@@ -317,6 +335,12 @@ class SqliteHostState:
                 (bundle_id,),
             )
         ]
+
+    def hash_at(self, seq: int) -> bytes | None:
+        row = self._db.execute(
+            "SELECT CAST(hash AS BLOB) FROM receipts WHERE seq = ?", (seq,)
+        ).fetchone()
+        return bytes(row[0]) if row else None
 
     def receipts_after(self, seq: int) -> list[tuple[int, bytes]]:
         return [
