@@ -452,7 +452,7 @@ def root_body(**changes: Any) -> bytes:
                 "label": "signer",
             }
         ],
-        "thresholds": {"root": 1, "issuer": 1},
+        "thresholds": {"root": 1, "issuer": 1, "revoker": 1},
         "approvals": {"low": 0, "medium": 0, "high": 0},
     }
     body.update(changes)

@@ -443,7 +443,7 @@ def test_root_threshold_is_not_met_by_one_key_twice() -> None:
         version=1,
         created_at=T0,
         expires_at=T0 + HOUR,
-        thresholds={"root": 2, "issuer": 1},
+        thresholds={"root": 2, "issuer": 1, "revoker": 1},
     )
     assert load_trust_root(both).thresholds["root"] == 2
     twice = sign_trust_root(
@@ -453,7 +453,7 @@ def test_root_threshold_is_not_met_by_one_key_twice() -> None:
         version=1,
         created_at=T0,
         expires_at=T0 + HOUR,
-        thresholds={"root": 2, "issuer": 1},
+        thresholds={"root": 2, "issuer": 1, "revoker": 1},
     )
     with pytest.raises(UnauthenticatedError):
         load_trust_root(twice)

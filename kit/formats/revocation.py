@@ -89,11 +89,13 @@ def sign_list(
     return seal_envelope(LABEL, body, [key])
 
 
-def load_list(data: bytes, revokers: Mapping[str, bytes]) -> RevocationList:
-    """Authenticate against the trust root's revoker keys, then decode.
-    Malformed entries reject the whole list."""
+def load_list(
+    data: bytes, revokers: Mapping[str, bytes], threshold: int = 1
+) -> RevocationList:
+    """Authenticate against the trust root's revoker keys (``threshold``
+    distinct ones), then decode. Malformed entries reject the whole list."""
     env = parse_envelope_uniform(data, label=LABEL, cap=CAP, what="revocation list")
-    verify_envelope(env, revokers, threshold=1, what="revocation list")
+    verify_envelope(env, revokers, threshold=threshold, what="revocation list")
     f = encoding.Fields(
         encoding.decode(env.body, cap=CAP, what="revocation list"), "revocation list"
     )

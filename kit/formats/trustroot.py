@@ -26,7 +26,7 @@ from kit.formats.envelope import (
 LABEL = "kit/trust-root/v1"
 CAP = 16 * 1024
 ROLES = ("root", "issuer", "approver", "revoker")
-THRESHOLD_ROLES = ("root", "issuer")
+THRESHOLD_ROLES = ("root", "issuer", "revoker")
 RISKS = ("low", "medium", "high")
 MAX_KEYS = 32
 LABEL_RE = encoding.NAME_RE
@@ -48,7 +48,9 @@ class TrustRoot:
     expires_at: int
     keys: tuple[TrustedKey, ...]
     envelope: Envelope
-    thresholds: dict[str, int] = field(default_factory=lambda: {"root": 1, "issuer": 1})
+    thresholds: dict[str, int] = field(
+        default_factory=lambda: {"root": 1, "issuer": 1, "revoker": 1}
+    )
     approvals: dict[str, int] = field(
         default_factory=lambda: {"low": 0, "medium": 0, "high": 0}
     )
@@ -124,7 +126,7 @@ def sign_trust_root(
                 }
                 for k in keys
             ],
-            "thresholds": thresholds or {"root": 1, "issuer": 1},
+            "thresholds": thresholds or {"root": 1, "issuer": 1, "revoker": 1},
             "approvals": approvals or {"low": 0, "medium": 0, "high": 0},
         }
     )
@@ -161,6 +163,8 @@ def load_trust_root(data: bytes) -> TrustRoot:
         raise FormatError("trust root expires before it was created")
     for role in THRESHOLD_ROLES:
         have = sum(1 for k in keys if role in k.roles)
+        if role == "revoker" and have == 0:
+            continue  # a root may name no revoker: it then accepts no list
         if thresholds[role] > have:
             raise FormatError(
                 f"trust root threshold for {role} is {thresholds[role]} but it "

@@ -203,7 +203,9 @@ class Host:
         if data is None:
             return None
         try:
-            return load_list(data, self.root.keys_for("revoker"))
+            return load_list(
+                data, self.root.keys_for("revoker"), self.root.thresholds["revoker"]
+            )
         except (FormatError, UnauthenticatedError) as exc:
             raise HomeError(
                 f"the stored revocation list no longer verifies ({exc}); import a "
@@ -630,7 +632,7 @@ class Host:
         if data is None:
             return None
         try:
-            new = load_list(data, root.keys_for("revoker"))
+            new = load_list(data, root.keys_for("revoker"), root.thresholds["revoker"])
         except (FormatError, UnauthenticatedError) as exc:
             raise MediaError(
                 f"{folder / REVOCATIONS}: {exc}; nothing imported"
