@@ -193,3 +193,48 @@ def test_bad_revoke_arguments_are_usage_errors(world: World) -> None:
     bad = world.kit("revoke", "--bundle", "NOT-AN-ID", "--home", home)
     assert bad.returncode == 2 and b"revocation bundle" in bad.stderr
     assert world.kit("retire", "planet", "x", "--home", home).returncode == 2
+
+
+def test_list_of_another_signer_name_is_refused(world: World, tmp_path: Path) -> None:
+    other = sign_list("someone-else", 3, T0, T0 + HOUR, [], world.signer.key)
+    with pytest.raises(MediaError, match="a revocation list of 'someone-else'"):
+        _carry(world, other, tmp_path / "usb")
+
+
+def test_list_whose_revoker_left_the_root_blocks_releases_until_replaced(
+    world: World, tmp_path: Path
+) -> None:
+    from kit.formats.trustroot import KeySpec
+
+    revoker = SigningKey.generate()
+    world.signer.rotate(T0, add=(KeySpec(revoker.public_key, ("revoker",), "rv"),))
+    listed = sign_list(world.signer.root.name, 7, T0, T0 + HOUR, [], revoker)
+    usb = tmp_path / "usb"
+    write_media(usb, {**world.signer.root_history(), "revocations.kit": listed})
+    host = world.host()
+    try:
+        host.import_media(usb)
+        assert host.revocations is not None and host.revocations.version == 7
+    finally:
+        host.close()
+    world.signer.rotate(T0, remove=(revoker.key_id,))
+    write_media(tmp_path / "usb2", world.signer.root_history())
+    host = world.host()
+    try:
+        host.import_media(tmp_path / "usb2")
+    finally:
+        host.close()
+    exc = _refused(world, world.issue().data, tmp_path)  # the host still opens
+    assert exc.code == "revocation-list-stale" and "no longer signed" in str(exc)
+    older = sign_list(world.signer.root.name, 6, T0, T0 + HOUR, [], world.signer.key)
+    with pytest.raises(MediaError, match="rollback"):  # the floor survives
+        _carry(world, older, tmp_path / "old")
+    fresh = sign_list(world.signer.root.name, 8, T0, T0 + HOUR, [], world.signer.key)
+    _carry(world, fresh, tmp_path / "fresh")
+    host = world.host()
+    try:
+        host.authorize(
+            world.issue().data, task=TASK, command=child_argv(tmp_path / "o"), now=T0
+        )
+    finally:
+        host.close()

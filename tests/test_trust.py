@@ -457,3 +457,61 @@ def test_root_threshold_is_not_met_by_one_key_twice() -> None:
     )
     with pytest.raises(UnauthenticatedError):
         load_trust_root(twice)
+
+
+def test_root_signed_only_by_the_old_keys_is_refused(
+    world: World, tmp_path: Path
+) -> None:
+    """A successor whose new root key did not sign it (a key nobody proved to
+    hold) is refused, though the old root key did."""
+    fresh = SigningKey.generate()
+    current = world.signer.root
+    old_only = sign_trust_root(
+        current.name,
+        [KeySpec(fresh.public_key, ("root", "issuer", "revoker"), "new")],
+        [world.signer.key],
+        version=current.version + 1,
+        created_at=T0,
+        expires_at=T0 + 365 * 24 * HOUR,
+    )
+    usb = tmp_path / "usb"
+    write_media(usb, {"trust-root-v000002.kit": old_only})
+    host = world.host()
+    try:
+        with pytest.raises(MediaError):
+            host.import_media(usb)
+        assert host.root.version == 1
+    finally:
+        host.close()
+
+
+def test_cli_trust_rotate(world: World, tmp_path: Path) -> None:
+    a_home = tmp_path / "alice"
+    init = world.kit(
+        "approver",
+        "init",
+        "--label",
+        "alice",
+        "--trust",
+        world.signer_home / "trust-root.kit",
+        "--home",
+        a_home,
+        "--kdf",
+        "interactive",
+    )
+    assert init.returncode == 0, init.stderr
+    done = world.kit(
+        "trust",
+        "rotate",
+        "--add",
+        a_home / "approver.pub",
+        "--role",
+        "approver",
+        "--ttl",
+        "400d",
+        "--home",
+        world.signer_home,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"adding alice" in done.stderr and b"v2 made and signed" in done.stderr
+    assert world.kit("trust", "rotate", "--home", world.signer_home).returncode == 2

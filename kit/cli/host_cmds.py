@@ -419,6 +419,8 @@ def import_cmd(
         )
     for version in result.pinned:
         say(f"pinned trust root v{version} (checked against its predecessor)")
+    if result.revocation:
+        say(f"revocation list v{result.revocation} now in force")
     for note in result.skipped:
         say(f"skipped {note}")
     say(f"imported {len(staged)} bundle(s) from {folder}")

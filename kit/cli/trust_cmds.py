@@ -135,6 +135,63 @@ def trust_show(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         _describe(root)
 
 
+@trust_app.command("rotate")
+@handled()
+def trust_rotate(
+    add: Annotated[
+        list[Path] | None,
+        typer.Option("--add", help="Public key file to add (repeatable)."),
+    ] = None,
+    role: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--role", help="Role of each --add key, in order (default approver)."
+        ),
+    ] = None,
+    remove: Annotated[
+        list[str] | None,
+        typer.Option("--remove", help="Key id (or unique prefix) to remove."),
+    ] = None,
+    ttl: Annotated[
+        str | None, typer.Option(help="New lifetime from now, e.g. 365d.")
+    ] = None,
+    home: HomeOpt = None,
+    passphrase_file: PassFileOpt = None,
+) -> None:
+    """Produce trust root N+1: add and remove keys and/or renew it at once.
+
+    Example: kit trust rotate --add alice.pub --role approver --remove 3f2a
+    """
+    roles = list(role or [])
+    specs = []
+    for i, path in enumerate(add or []):
+        r = roles[i] if i < len(roles) else "approver"
+        if r not in ROLES:
+            raise UsageError(f"--role takes {', '.join(ROLES)}")
+        pk = load_public_key_file(read_regular(path, 4096, "public key file"))
+        say(f"adding {pk.label} (key {pk.key_id[:12]}) as {r}")
+        specs.append(KeySpec(pk.public_key, (r,), pk.label))
+    signer = Signer(home_path(home))
+    try:
+        gone = []
+        for prefix in remove or []:
+            found = [k for k in signer.root.keys if k.key_id.startswith(prefix.lower())]
+            if len(found) != 1:
+                raise UsageError(f"{prefix!r} matches {len(found)} keys; give more")
+            gone.append(found[0].key_id)
+    finally:
+        signer.close()
+    if not specs and not gone and ttl is None:
+        raise UsageError("give --add, --remove or --ttl")
+    _rotate(
+        home,
+        passphrase_file,
+        add=tuple(specs),
+        remove=tuple(gone),
+        ttl=parse_duration(ttl, "--ttl") if ttl else None,
+    )
+
+
 @trust_app.command("add-key")
 @handled()
 def trust_add_key(

@@ -136,6 +136,7 @@ class ImportResult:
     staged: list[Verified]
     skipped: list[str]  # file names with the reason they were passed over
     pinned: list[int] = field(default_factory=list)  # trust-root versions pinned
+    revocation: int = 0  # version of a newer revocation list taken in, else 0
 
 
 def _utc(t: int) -> str:
@@ -199,6 +200,10 @@ class Host:
         self.state.close()
 
     def _stored_revocations(self) -> RevocationList | None:
+        """The list in force. One that no longer verifies (its revoker left
+        the trust root) is set aside: releases are then refused as stale
+        until a fresh list is imported, which stays possible."""
+        self.revocation_unusable = False
         data = self.state.get("revocation_list")
         if data is None:
             return None
@@ -206,11 +211,9 @@ class Host:
             return load_list(
                 data, self.root.keys_for("revoker"), self.root.thresholds["revoker"]
             )
-        except (FormatError, UnauthenticatedError) as exc:
-            raise HomeError(
-                f"the stored revocation list no longer verifies ({exc}); import a "
-                "fresh one from the signer"
-            ) from None
+        except (FormatError, UnauthenticatedError):
+            self.revocation_unusable = True
+            return None
 
     @property
     def receipt_key_id(self) -> str:
@@ -304,6 +307,12 @@ class Host:
 
     def _scope(self, verified: Verified, request: Request, now: int) -> None:
         self._check_anchor(verified)
+        if self.revocation_unusable:
+            raise DeniedError(
+                "revocation-list-stale",
+                "the stored revocation list is no longer signed by a revoker of the "
+                "pinned trust root; import a fresh one (every kit export carries one)",
+            )
         check_scope(
             verified,
             root=self.root,
@@ -498,7 +507,11 @@ class Host:
         if now > self.root.expires_at:
             problems.append("the pinned trust root has expired")
         rl = self.revocations
-        if rl is None:
+        if self.revocation_unusable:
+            problems.append(
+                "the stored revocation list no longer verifies: import a fresh one"
+            )
+        elif rl is None:
             problems.append(
                 "no revocation list yet: import one (kit export carries it)"
             )
@@ -600,10 +613,17 @@ class Host:
             self._pin(new)
         if newer is not None:
             self.state.put("revocation_list", newer.envelope.raw)
+            self.state.put("revocation_version", str(newer.version).encode())
             self.revocations = newer
+            self.revocation_unusable = False
         for v in staged.values():
             atomic_write(self.inbox_path(v.claims.bundle_id), v.bundle.envelope.raw)
-        return ImportResult(list(staged.values()), skipped, [r.version for r in chain])
+        return ImportResult(
+            list(staged.values()),
+            skipped,
+            [r.version for r in chain],
+            newer.version if newer is not None else 0,
+        )
 
     def _root_chain(self, folder: Path, files: dict[str, bytes]) -> list[TrustRoot]:
         """The trust roots on the media that extend the pinned one, in order
@@ -637,6 +657,17 @@ class Host:
             raise MediaError(
                 f"{folder / REVOCATIONS}: {exc}; nothing imported"
             ) from None
+        if new.name != root.name:
+            raise MediaError(
+                f"{folder / REVOCATIONS}: a revocation list of {new.name!r}, not "
+                f"{root.name!r}; nothing imported"
+            )
+        floor = int((self.state.get("revocation_version") or b"0").decode())
+        if new.version < floor:
+            raise MediaError(
+                f"{folder / REVOCATIONS}: revocation list v{new.version} is older "
+                f"than v{floor} already taken in (rollback); nothing imported"
+            )
         held = self.revocations
         if held is not None:
             if new.version < held.version:
