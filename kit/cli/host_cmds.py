@@ -29,6 +29,7 @@ from kit.errors import KitError
 from kit.formats.bundle import Claims
 from kit.fsutil import atomic_write, read_regular
 from kit.host.host import Host, init_host, reason_code
+from kit.host.offline import forbid_network
 from kit.host.runner import Delivery, resolve, run_child
 
 host_app = typer.Typer(
@@ -68,6 +69,7 @@ def host_init(
 
     Example: kit host init --name build-01 --env prod --trust /media/usb/trust-root.kit
     """
+    forbid_network()
     path = home_path(home)
     request, root = init_host(
         path, name, env, read_regular(trust, 1 << 16, "trust root"), int(time.time())
@@ -89,6 +91,7 @@ def host_status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
 
     Example: kit host status --home /var/lib/kit
     """
+    forbid_network()
     host = Host(home_path(home))
     try:
         st = host.status(int(time.time()))
@@ -199,6 +202,7 @@ def verify(
 
     Example: kit verify 3f2a...c1 --task nightly-export --command 'python3 job.py'
     """
+    forbid_network()
     datasets = tuple(dataset or ())
     if deliver is not None:
         Delivery(deliver)  # a mode kit knows, or a usage error
@@ -288,6 +292,7 @@ def run(
 
     Example: kit run 3f2a...c1 --task nightly-export -- python3 job.py
     """
+    forbid_network()
     argv = tuple(command)
     datasets = tuple(dataset or ())
     delivery = Delivery(deliver, tuple(keep_env or ()))
@@ -368,6 +373,7 @@ def receipts_export(
 
     Example: kit receipts export --to /media/usb
     """
+    forbid_network()
     host = Host(home_path(home))
     try:
         result = host.export_receipts(to, int(time.time()), from_seq=from_seq)
@@ -394,6 +400,7 @@ def import_cmd(
 
     Example: kit import /media/usb
     """
+    forbid_network()
     host = Host(home_path(home))
     try:
         result = host.import_media(folder)
