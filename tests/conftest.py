@@ -184,6 +184,15 @@ class World:
         )
         return Issued(data, claims, secret)
 
+    def add_approver(self, label: str = "approver") -> SigningKey:
+        """Give the signer's trust root an approver key (a new version, which
+        the hosts do not receive unless a test carries it)."""
+        from kit.formats.trustroot import KeySpec
+
+        key = SigningKey.generate()
+        self.signer.rotate(T0, add=(KeySpec(key.public_key, ("approver",), label),))
+        return key
+
     # -- host state, read from outside ----------------------------------------
 
     def host(self, name: str = "build-01") -> Host:

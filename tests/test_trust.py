@@ -515,3 +515,47 @@ def test_cli_trust_rotate(world: World, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert b"adding alice" in done.stderr and b"v2 made and signed" in done.stderr
     assert world.kit("trust", "rotate", "--home", world.signer_home).returncode == 2
+
+
+def test_bundle_needing_more_approvals_than_approvers_is_not_issued(
+    world: World,
+) -> None:
+    from kit.signer.identity import load_identities
+    from kit.signer.signer import IssueRequest
+
+    shipped = Path(__file__).parents[1] / "bundles"
+    [mig] = [
+        i
+        for i in load_identities(shipped, now=T0).identities
+        if i.name == "nightly-migration-prod"
+    ]
+    assert mig.approvals == 1
+    req = IssueRequest(
+        host="build-01",
+        env=mig.environment,
+        task=mig.task,
+        commands=mig.commands,
+        ttl=60,
+        max_uses=1,
+        secret_name="KIT_SECRET",
+        owner=mig.owner,
+        datasets=mig.datasets,
+        risk=mig.risk,
+        delivery=mig.delivery,
+        identity=mig,
+    )
+    with pytest.raises(UsageError, match="names 0 approver key"):
+        world.signer.issue(req, b"tok", T0)
+    assert world.signer.ledger.bundles() == []
+
+
+def test_missing_approvals_denial_names_the_bundle(
+    world: World, tmp_path: Path, two_approvers: tuple[Approver, Approver]
+) -> None:
+    issued = world.issue(risk="medium")
+    assert _refused(world, issued.data, tmp_path).code == "approvals-missing"
+    last = world.receipts()[-1]
+    assert (last.reason, last.bundle_id) == (
+        "approvals-missing",
+        issued.claims.bundle_id,
+    )

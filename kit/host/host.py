@@ -53,6 +53,7 @@ from kit.host.verifier import (
     Verified,
     approvals_of,
     authenticate,
+    check_approvals,
     check_scope,
 )
 from kit.media import read_media, write_media
@@ -372,7 +373,8 @@ class Host:
         request = Request(task, command, datasets, delivery)
         verified: Verified | None = None
         try:
-            verified = authenticate(data, self.root)
+            verified = authenticate(data, self.root, approvals=False)
+            check_approvals(verified.bundle, verified.claims, self.root)
             self._scope(verified, request, now)
             self._sealing.open(verified.bundle.sealed, verified.bundle.seal_info)
             spent = self.state.uses(verified.claims.bundle_id)
@@ -415,7 +417,8 @@ class Host:
         request = Request(task, command, datasets, delivery)
         verified: Verified | None = None
         try:
-            verified = authenticate(data, self.root)
+            verified = authenticate(data, self.root, approvals=False)
+            check_approvals(verified.bundle, verified.claims, self.root)
             self._scope(verified, request, now)
             c = verified.claims
             secret = self._sealing.open(

@@ -280,6 +280,14 @@ class Signer:
             anchor_seq=anchor[0] if anchor else 0,
             anchor_head=anchor[1] if anchor else b"",
         )
+        approvers = len(self.root.keys_for("approver"))
+        if claims.approvals > approvers:
+            raise UsageError(
+                f"this bundle needs {claims.approvals} approval(s) (its identity or "
+                f"the trust root asks for them) but the trust root names {approvers} "
+                "approver key(s): add approvers first (kit approver init, kit trust "
+                "add-key)"
+            )
         claims_bytes = encoding.encode(claims.to_map())
         try:  # the same checks the host will make, so nothing unusable is issued
             bundle_fmt.decode_claims(claims_bytes)
