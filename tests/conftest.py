@@ -193,6 +193,22 @@ class World:
         self.signer.rotate(T0, add=(KeySpec(key.public_key, ("approver",), label),))
         return key
 
+    def use_and_export(self, folder: Path, out: Path) -> Issued:
+        """Issue a bundle, release it once on build-01 (the child's secret
+        would go to ``out``), record its exit, export the receipts to
+        ``folder``: one release, one exit, one batch."""
+        issued = self.issue()
+        host = self.host()
+        try:
+            release = host.authorize(
+                issued.data, task=TASK, command=child_argv(out), now=T0
+            )
+            host.record_exit(release, status=0, duration_ms=1, now=T0 + 1)
+            host.export_receipts(folder, T0 + 2)
+        finally:
+            host.close()
+        return issued
+
     # -- host state, read from outside ----------------------------------------
 
     def host(self, name: str = "build-01") -> Host:

@@ -14,16 +14,7 @@ from kit.errors import DeniedError
 
 
 def _use_and_reconcile(world: World, tmp_path: Path) -> None:
-    issued = world.issue()
-    host = world.host()
-    try:
-        release = host.authorize(
-            issued.data, task=TASK, command=child_argv(tmp_path / "a"), now=T0
-        )
-        host.record_exit(release, status=0, duration_ms=1, now=T0 + 1)
-        host.export_receipts(tmp_path / "back", T0 + 2)
-    finally:
-        host.close()
+    world.use_and_export(tmp_path / "back", tmp_path / "a")
     done = world.kit("reconcile", tmp_path / "back", "--home", world.signer_home)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -64,16 +55,7 @@ def test_host_restored_from_an_old_copy_refuses(world: World, tmp_path: Path) ->
 
 
 def test_unclean_reconciliation_moves_no_anchor(world: World, tmp_path: Path) -> None:
-    issued = world.issue()
-    host = world.host()
-    try:
-        release = host.authorize(
-            issued.data, task=TASK, command=child_argv(tmp_path / "a"), now=T0
-        )
-        host.record_exit(release, status=0, duration_ms=1, now=T0 + 1)
-        host.export_receipts(tmp_path / "back", T0 + 2)
-    finally:
-        host.close()
+    world.use_and_export(tmp_path / "back", tmp_path / "a")
     from kit.formats import receipt as rfmt
     from kit.media import write_media
 

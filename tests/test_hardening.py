@@ -328,16 +328,7 @@ def test_undecodable_path_still_leaves_a_denial_receipt(
 def test_unclean_reconciliation_does_not_feed_the_inventory(
     world: World, tmp_path: Path
 ) -> None:
-    issued = world.issue()
-    host = world.host()
-    try:
-        release = host.authorize(
-            issued.data, task=TASK, command=child_argv(tmp_path / "o"), now=T0
-        )
-        host.record_exit(release, status=0, duration_ms=1, now=T0 + 1)
-        host.export_receipts(tmp_path / "back", T0 + 2)
-    finally:
-        host.close()
+    world.use_and_export(tmp_path / "back", tmp_path / "o")
     batch = next((tmp_path / "back").glob("receipts-*.kit"))
     from kit.formats import receipt as rfmt
 

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CHILD, T0, TASK, World
+from conftest import T0, World
 
 from kit.errors import UsageError
 from kit.signer.identity import Identity, load_identities
@@ -83,14 +83,7 @@ def test_every_identity_is_listed_with_flags(world: World) -> None:
 
 
 def test_reconciled_use_shows_as_last_use(world: World, tmp_path: Path) -> None:
-    issued = world.issue()
-    host = world.host()
-    try:
-        release = host.authorize(issued.data, task=TASK, command=CHILD, now=T0)
-        host.record_exit(release, status=0, duration_ms=1, now=T0 + 1)
-        host.export_receipts(tmp_path / "back", T0 + 2)
-    finally:
-        host.close()
+    world.use_and_export(tmp_path / "back", tmp_path / "out")
     done = world.kit("reconcile", tmp_path / "back", "--home", world.signer_home)
     assert done.returncode == 0, done.stderr
     adhoc = _inventory(world)[AD_HOC]
