@@ -183,10 +183,6 @@ def _long_enough(passphrase: bytes, new: bool) -> bytes:
     return passphrase
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
-
-
 def parse_command(text: str) -> tuple[str, ...]:
     """One --command value, split as a shell would, as UTF-8 argv."""
     try:

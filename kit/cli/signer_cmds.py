@@ -472,6 +472,8 @@ def reconcile_cmd(
 
 
 _REVOKE_HELP = "(repeatable)"
+ValidOpt = Annotated[str, typer.Option(help="Validity of the new list, e.g. 7d.")]
+ListOutOpt = Annotated[Path | None, typer.Option(help="Also write the list here.")]
 
 
 @handled()
@@ -495,10 +497,8 @@ def revoke(
     before: Annotated[
         int | None, typer.Option(help="Revoke everything issued before this Unix time.")
     ] = None,
-    valid: Annotated[
-        str, typer.Option(help="Validity of the new list, e.g. 7d.")
-    ] = "7d",
-    out: Annotated[Path | None, typer.Option(help="Also write the list here.")] = None,
+    valid: ValidOpt = "7d",
+    out: ListOutOpt = None,
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
 ) -> None:
@@ -528,10 +528,8 @@ def revoke(
 def retire(
     kind: Annotated[str, typer.Argument(help="identity, env or host")],
     name: Annotated[str, typer.Argument(help="Its name.")],
-    valid: Annotated[
-        str, typer.Option(help="Validity of the new list, e.g. 7d.")
-    ] = "7d",
-    out: Annotated[Path | None, typer.Option(help="Also write the list here.")] = None,
+    valid: ValidOpt = "7d",
+    out: ListOutOpt = None,
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
 ) -> None:
