@@ -12,7 +12,7 @@ from kit.errors import HomeError
 from kit.fsutil import atomic_write, ensure_private_dir
 
 MARKER = "KIT-HOME"
-KINDS = ("signer", "host", "approver")
+KINDS = ("signer", "host", "approver", "auditor")
 
 
 def default_home() -> Path:

@@ -706,6 +706,58 @@ def manifest_vectors(files: dict[str, bytes]) -> list[tuple[str, bytes, str, str
     ]
 
 
+# -- ledger exports (FORMAT.md 14) -------------------------------------------------
+
+
+def ledger_export_vectors(bundle_valid: bytes) -> list[tuple[str, bytes, str, str]]:
+    """Export 1 of the vectors' ledger: host build-01 and bundle-valid.kit."""
+    claims = bfmt.parse_bundle(bundle_valid).claims_bytes
+    c = claims_map()
+    issuance = {
+        k: c[k]
+        for k in (
+            "bundle_id", "host", "env", "task", "identity", "owner", "issuer",
+            "issued_at", "not_before", "expires_at", "max_uses",
+        )
+    } | {
+        "lseq": 1,
+        "claims_digest": hashlib.sha256(claims).digest(),
+        "bundle_digest": hashlib.sha256(bundle_valid).digest(),
+    }  # fmt: skip
+    host = {
+        "name": "build-01",
+        "env": "prod",
+        "receipt_key": HOST_RECEIPT.public_key,
+        "hpke_key_id": key_id(HOST_HPKE.public_key),
+        "enrolled_at": NOW - DAY,
+    }
+
+    def body(**changes: Any) -> bytes:
+        b: dict[str, Any] = {
+            "signer": "vectors",
+            "seq": 1,
+            "prev": bytes(32),
+            "time": NOW,
+            "first_lseq": 1,
+            "last_lseq": 1,
+            "hosts": [host],
+            "issuances": [issuance],
+            "revocations": [{"kind": "env", "value": "staging", "added_at": NOW}],
+        }
+        return encoding.encode(b | changes)
+
+    label = "kit/ledger-export/v1"
+    return [
+        ("ledger-export-valid.kit", signed(label, body()), "ok",
+         "export 1: host build-01 and bundle-valid.kit's issuance as lseq 1"),
+        ("ledger-export-untrusted-signer.kit", signed(label, body(), UNTRUSTED),
+         "UnauthenticatedError", "signed by a key that is not an issuer of the root"),
+        ("ledger-export-lseq-outside-range.kit",
+         signed(label, body(last_lseq=0, first_lseq=1)), "FormatError",
+         "the issuance's lseq 1 is outside the stated range 1..0"),
+    ]  # fmt: skip
+
+
 # -- putting it together ----------------------------------------------------------
 
 
@@ -783,6 +835,8 @@ def generate() -> dict[str, bytes]:
     )
     for name, data, expect, why in manifest_vectors(files):
         put(name, data, "sha256sums", expect, why)
+    for name, data, expect, why in ledger_export_vectors(files["bundle-valid.kit"]):
+        put(name, data, "ledger-export", expect, why)
 
     manifest = {
         "about": "kit format test vectors (docs/FORMAT.md); regenerate with "

@@ -1,4 +1,4 @@
-"""Operator commands: signer init, enroll, issue, export, reconcile."""
+"""Operator commands: signer init, enroll, issue, export, revoke."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from typing import Annotated
 import typer
 
 from kit import encoding
-from kit.audit.reconcile import load_batches, reconcile
 from kit.cli.common import (
-    DENIED,
     HomeOpt,
     JsonOpt,
     PassFileOpt,
@@ -37,7 +35,6 @@ from kit.formats.bundle import (
     parse_bundle,
 )
 from kit.fsutil import atomic_write, read_regular
-from kit.host.policy import DEFAULT_LEEWAY, MAX_LEEWAY
 from kit.media import write_media
 from kit.signer.identity import Identity, load_identities
 from kit.signer.signer import ROOT_FILE, IssueRequest, Signer, init_signer
@@ -396,79 +393,6 @@ def export(
         f"exported {count} bundle(s), the trust root and a fresh revocation list "
         f"to {to}"
     )
-
-
-@handled()
-def reconcile_cmd(
-    folders: Annotated[list[Path], typer.Argument(help="Folders of receipt batches.")],
-    home: HomeOpt = None,
-    json_out: JsonOpt = False,
-    leeway: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            max=MAX_LEEWAY,
-            help="Clock skew, in seconds, allowed when judging whether a release "
-            "fell within a bundle's validity; use the hosts' policy leeway.",
-        ),
-    ] = DEFAULT_LEEWAY,
-) -> None:
-    """Match receipts to the ledger: per-bundle status and every anomaly.
-
-    Exits 1 when there is any anomaly (unknown bundle, overuse, use outside
-    validity, chain gap, fork, bad signature, truncated batch).
-
-    Example: kit reconcile /media/usb-from-build-01
-    """
-    signer = Signer(home_path(home))
-    try:
-        report = reconcile(
-            load_batches(folders),
-            signer.ledger.hosts(),
-            signer.ledger.bundles(),
-            now=int(time.time()),
-            leeway=leeway,
-        )
-        if report.clean:  # only whole, authentic evidence feeds the ledger
-            for name, (seq, head) in report.heads.items():
-                signer.ledger.record_anchor(name, seq, head)
-            for b in report.bundles:
-                if b.uses:
-                    last = min(b.last_use, int(time.time()))
-                    signer.ledger.record_usage(b.bundle_id, b.uses, last)
-    finally:
-        signer.close()
-    if json_out:
-        emit_json(
-            {
-                "receipts": report.receipts,
-                "hosts": report.hosts,
-                "bundles": [vars(b) for b in report.bundles],
-                "anomalies": [vars(a) for a in report.anomalies],
-                "unauthenticated": [vars(r) for r in report.unauthenticated],
-                "clean": report.clean,
-            }
-        )
-    else:
-        print(f"{report.receipts} receipt(s) from {len(report.hosts)} host(s)")
-        for b in report.bundles:
-            extra = f" x{b.uses}/{b.max_uses}" if b.uses else ""
-            print(f"  {b.bundle_id}  {b.host:<16} {b.task:<20} {b.status}{extra}")
-            for d in b.denials:
-                print(f"      denied: {d}")
-        for r in report.unauthenticated:
-            print(
-                f"  refused unauthenticated input on {r.host} (seq {r.seq}, "
-                f"{utc(r.time)}): {r.reason}, sha256 {r.digest}..."
-            )
-        for a in report.anomalies:
-            where = f" ({a.source})" if a.source else ""
-            print(f"  ANOMALY {a.code}: {a.message}{where}")
-        print(
-            "no anomalies" if report.clean else f"{len(report.anomalies)} anomaly(ies)"
-        )
-    if not report.clean:
-        raise typer.Exit(DENIED)
 
 
 _REVOKE_HELP = "(repeatable)"

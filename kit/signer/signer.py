@@ -20,6 +20,7 @@ from kit.crypto.seal import seal
 from kit.crypto.sign import SigningKey, key_id
 from kit.errors import DeniedError, FormatError, HomeError, UsageError
 from kit.formats import bundle as bundle_fmt
+from kit.formats import ledger_export as lx
 from kit.formats import revocation
 from kit.formats.enrollment import Enrollment, load_enrollment
 from kit.formats.envelope import seal_envelope
@@ -450,6 +451,83 @@ class Signer:
         )
         atomic_write(self.home / REVOCATIONS, data)
         return data
+
+    # -- ledger export (FORMAT.md 14) ----------------------------------------
+
+    def ledger_exports(
+        self, now: int, max_items: int = lx.MAX_ITEMS
+    ) -> list[tuple[bytes, tuple[int, int, int]]]:
+        """Sign the next ledger export(s): every host, issuance and revocation
+        recorded since the last one, ``max_items`` issuances per export.
+        Nothing is recorded here: :meth:`commit_ledger_exports` does that once
+        the exports are safely on media. Always at least one export, so an
+        auditor also learns that nothing was issued."""
+        seq, prev, hosts_to, bundles_to, revs_to = self.ledger.last_export()
+        hosts = [
+            lx.ExportedHost(
+                h.name, h.env, h.receipt_public, key_id(h.hpke_public), h.enrolled_at
+            )
+            for _, h in self.ledger.hosts_after(hosts_to)
+        ]
+        new_hosts_to = max(
+            [hosts_to, *(i for i, _ in self.ledger.hosts_after(hosts_to))]
+        )
+        revs = self.ledger.revocations_after(revs_to)
+        out: list[tuple[bytes, tuple[int, int, int]]] = []
+        top = self.ledger.max_bundle_rowid()
+        while True:
+            rows = self.ledger.bundles_after(bundles_to, max_items)
+            last = rows[-1][0] if rows else bundles_to
+            if last < top and len(rows) < max_items:
+                last = top  # rows deleted at the end: the range still says so
+            export = lx.LedgerExport(
+                signer=self.root.name,
+                seq=seq + 1,
+                prev=prev,
+                time=now,
+                first_lseq=bundles_to + 1,
+                last_lseq=last,
+                hosts=tuple(hosts),
+                issuances=tuple(
+                    lx.ExportedIssuance(
+                        lseq=i,
+                        bundle_id=r.bundle_id,
+                        host=r.host,
+                        env=r.env,
+                        task=r.task,
+                        identity=r.identity,
+                        owner=r.owner,
+                        issuer=r.issuer,
+                        issued_at=r.issued_at,
+                        not_before=r.not_before,
+                        expires_at=r.expires_at,
+                        max_uses=r.max_uses,
+                        claims_digest=hashlib.sha256(r.claims).digest(),
+                        bundle_digest=r.bundle_digest,
+                    )
+                    for i, r in rows
+                ),
+                revocations=tuple(
+                    lx.ExportedRevocation(k, v, t) for _, k, v, t in revs
+                ),
+            )
+            data = lx.sign_export(export, self.key)
+            revs_to = max([revs_to, *(i for i, _, _, _ in revs)])
+            out.append((data, (new_hosts_to, last, revs_to)))
+            seq, prev, bundles_to = seq + 1, hashlib.sha256(data).digest(), last
+            hosts, revs = [], []
+            if bundles_to >= top:
+                return out
+
+    def commit_ledger_exports(
+        self, exports: list[tuple[bytes, tuple[int, int, int]]], now: int
+    ) -> None:
+        """Remember exports written to media, so the next one follows them."""
+        for data, upto in exports:
+            seq = lx.open_export(data, {self.key.key_id: self.key.public_key}, 1).seq
+            self.ledger.record_export(
+                seq, hashlib.sha256(data).digest(), now, upto, data
+            )
 
     def retired(self, kind: str, name: str) -> bool:
         return (kind, name) in set(self.ledger.revocations())

@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS usage (
     bundle_id TEXT PRIMARY KEY REFERENCES bundles(bundle_id),
     uses INTEGER NOT NULL, last_use INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS ledger_exports (
+    seq INTEGER PRIMARY KEY, digest BLOB NOT NULL, time INTEGER NOT NULL,
+    hosts_to INTEGER NOT NULL, bundles_to INTEGER NOT NULL,
+    revocations_to INTEGER NOT NULL, raw BLOB NOT NULL) STRICT;
 """
 
 
@@ -197,6 +201,69 @@ class SqliteLedger:
             self._bundle(r)
             for r in self._db.execute(
                 "SELECT * FROM bundles ORDER BY issued_at, bundle_id"
+            )
+        ]
+
+    # -- ledger exports (FORMAT.md 14); the rowid of each table is the
+    # ledger's own sequence number, which only grows
+
+    def last_export(self) -> tuple[int, bytes, int, int, int]:
+        """(export seq, its digest, hosts, bundles and revocations rowids it
+        covered up to); zeros and the genesis digest before the first."""
+        row = self._db.execute(
+            "SELECT seq, digest, hosts_to, bundles_to, revocations_to "
+            "FROM ledger_exports ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return 0, GENESIS, 0, 0, 0
+        return int(row[0]), bytes(row[1]), int(row[2]), int(row[3]), int(row[4])
+
+    def hosts_after(self, rowid: int) -> list[tuple[int, HostRecord]]:
+        return [
+            (int(r[0]), HostRecord(*r[1:]))
+            for r in self._db.execute(
+                "SELECT rowid, * FROM hosts WHERE rowid > ? ORDER BY rowid", (rowid,)
+            )
+        ]
+
+    def bundles_after(self, rowid: int, limit: int) -> list[tuple[int, IssuanceRecord]]:
+        return [
+            (int(r[0]), self._bundle(r[1:]))
+            for r in self._db.execute(
+                "SELECT rowid, * FROM bundles WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (rowid, limit),
+            )
+        ]
+
+    def max_bundle_rowid(self) -> int:
+        row = self._db.execute("SELECT max(rowid) FROM bundles").fetchone()
+        return int(row[0] or 0)
+
+    def revocations_after(self, rowid: int) -> list[tuple[int, str, str, int]]:
+        return [
+            (int(i), str(k), str(v), int(t))
+            for i, k, v, t in self._db.execute(
+                "SELECT rowid, kind, value, added_at FROM revocations "
+                "WHERE rowid > ? ORDER BY rowid",
+                (rowid,),
+            )
+        ]
+
+    def record_export(
+        self, seq: int, digest: bytes, time: int, upto: tuple[int, int, int], raw: bytes
+    ) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO ledger_exports VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, digest, time, *upto, raw),
+            )
+
+    def exports(self) -> list[tuple[int, bytes]]:
+        """Every export made, (seq, envelope bytes), oldest first."""
+        return [
+            (int(s), bytes(r))
+            for s, r in self._db.execute(
+                "SELECT seq, raw FROM ledger_exports ORDER BY seq"
             )
         ]
 

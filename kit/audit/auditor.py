@@ -1,0 +1,598 @@
+"""The auditor's home and incremental reconciliation (FORMAT.md 14.3).
+
+An auditor home pins a trust root and holds an SQLite database of evidence
+(:mod:`kit.storage.audit`). Each input, a ledger export or a receipt batch,
+is authenticated and stored once, keyed by its SHA-256; statuses and
+exceptions are then recomputed from everything held. Only signed content is
+evidence: file names, times and order are never read as such.
+
+Receipts need not each be signature-checked: a batch's signed checkpoint
+names the hash of its newest receipt, and every receipt names the hash of
+the one before, so walking the links back from the checkpoint's head
+authenticates every receipt reached. Receipts the walk does not reach are
+checked one by one against the host's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kit import encoding
+from kit.audit.codes import CODES, COMPLETENESS, INTEGRITY, SEVERITIES, USE
+from kit.errors import (
+    FormatError,
+    HomeError,
+    KitError,
+    MediaError,
+    UnauthenticatedError,
+)
+from kit.formats import ledger_export as lx
+from kit.formats import manifest
+from kit.formats import receipt as rfmt
+from kit.formats.envelope import parse_envelope_uniform
+from kit.formats.trustroot import TrustRoot, load_trust_root
+from kit.fsutil import atomic_write, read_regular
+from kit.home import create_home, require_kind
+from kit.media import FILE_CAP
+from kit.storage.audit import AuditStore
+
+ROOT_FILE = "trust-root.kit"
+DB_FILE = "audit.db"
+# Host-reported refusals of input that could not be authenticated.
+Progress = Callable[[str, int], None]
+
+
+def init_auditor(home: Path, root_bytes: bytes) -> TrustRoot:
+    """Create an auditor home pinning ``root_bytes`` (a self-signed trust
+    root; compare its fingerprint out of band)."""
+    root = load_trust_root(root_bytes)
+    create_home(home, "auditor")
+    atomic_write(home / ROOT_FILE, root_bytes, 0o600)
+    store = AuditStore(home / DB_FILE)
+    try:
+        store.put_meta("trust_root_sha256", root.digest)
+    finally:
+        store.close()
+    return root
+
+
+@dataclass(frozen=True)
+class Input:
+    source: str  # where it was read from: a pointer for people, not evidence
+    data: bytes
+
+
+@dataclass
+class Summary:
+    counts: dict[str, int]
+    statuses: dict[str, int]
+    exceptions: list[tuple[str, str, int]]  # (code, severity, count), worst first
+    verdicts: dict[str, str]
+    now: int
+    leeway: int
+    new_inputs: int = 0
+    skipped_inputs: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return all(sev == "info" for _, sev, _ in self.exceptions)
+
+
+@dataclass
+class _Run:
+    new: int = 0
+    skipped: int = 0
+    receipts: int = 0
+    keys: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+
+class Auditor:
+    """An opened auditor home."""
+
+    def __init__(self, home: Path) -> None:
+        require_kind(home, "auditor")
+        self.home = home
+        self.root = load_trust_root(
+            read_regular(home / ROOT_FILE, 1 << 16, "trust root")
+        )
+        self.store = AuditStore(home / DB_FILE)
+        if self.store.get_meta("trust_root_sha256") != self.root.digest:
+            self.store.close()
+            raise HomeError(
+                f"{home / ROOT_FILE} is not the trust root this auditor home "
+                "pinned at init; refusing"
+            )
+        self._run = _Run()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- ingestion -----------------------------------------------------------
+
+    def ingest(
+        self, inputs: Iterator[Input], now: int, progress: Progress | None = None
+    ) -> None:
+        """Store each input once. Ledger exports are taken as they come;
+        batches from hosts no export has enrolled yet are held and retried
+        after every later export."""
+        run = self._run = _Run()
+        run.keys = self.store.host_keys()
+        for item in inputs:
+            self._ingest_one(item, now)
+            if progress is not None:
+                progress(item.source, run.receipts)
+        self._retry_pending()
+
+    def _ingest_one(self, item: Input, now: int) -> None:
+        digest = hashlib.sha256(item.data).digest()
+        if self.store.input_outcome(digest) is not None:
+            self._run.skipped += 1  # the same bytes again change nothing
+            return
+        kind = route(item.data)
+        with self.store.transaction():
+            input_id = self.store.add_input(
+                digest, kind, item.source, len(item.data), now
+            )
+            if kind == "ledger-export":
+                outcome = self._ingest_export(item.data, input_id)
+            elif kind == "receipt-batch":
+                outcome = self._ingest_batch(item.data, input_id)
+            else:
+                outcome = "ignored"
+                if item.source.rsplit("/", 1)[-1].startswith(
+                    ("receipts-", "ledger-export-")
+                ):
+                    # The name only raises suspicion: a damaged file.
+                    self.store.finding(
+                        "malformed-input",
+                        "named like kit evidence but is neither a receipt batch "
+                        "nor a ledger export",
+                        input_id,
+                    )
+                    outcome = "malformed"
+            self.store.set_outcome(input_id, outcome)
+        self._run.new += 1
+
+    def _retry_pending(self) -> None:
+        for input_id in self.store.pending():
+            data, _ = self.store.pending_data(input_id)
+            with self.store.transaction():
+                outcome = self._ingest_batch(data, input_id)
+                if outcome != "pending":
+                    self.store.drop_pending(input_id)
+                    self.store.set_outcome(input_id, outcome)
+
+    def _ingest_export(self, data: bytes, input_id: int) -> str:
+        try:
+            ex = lx.open_export(
+                data, self.root.keys_for("issuer"), self.root.thresholds["issuer"]
+            )
+        except UnauthenticatedError:
+            self.store.finding(
+                "ledger-bad-signature",
+                "a ledger export no issuer key of the pinned trust root signed "
+                "(forged, damaged, or signed after a key rotation this home has "
+                "not pinned)",
+                input_id,
+            )
+            return "rejected"
+        except FormatError as exc:
+            self.store.finding("malformed-input", str(exc), input_id)
+            return "malformed"
+        known = self.store.export_digest(ex.seq)
+        if known is not None and known != ex.digest:
+            self.store.finding(
+                "ledger-fork",
+                f"two different ledger exports are numbered {ex.seq}",
+                input_id,
+                seq=ex.seq,
+            )
+        elif known is None:
+            self.store.add_export(
+                ex.seq,
+                ex.digest,
+                ex.prev,
+                ex.time,
+                (ex.first_lseq, ex.last_lseq),
+                input_id,
+            )
+        self.store.add_hosts(
+            (h.name, h.env, _kid(h.receipt_key), h.receipt_key, h.enrolled_at)
+            for h in ex.hosts
+        )
+        self.store.add_issuances(
+            (
+                i.bundle_id, i.lseq, i.host, i.env, i.task, i.identity, i.owner,
+                i.issuer, i.issued_at, i.not_before, i.expires_at, i.max_uses,
+                i.claims_digest, i.bundle_digest, input_id,
+            )
+            for i in ex.issuances
+        )  # fmt: skip
+        self.store.add_revocations(
+            (r.kind, r.value, r.added_at) for r in ex.revocations
+        )
+        self._run.keys = self.store.host_keys()
+        return "fork" if known is not None and known != ex.digest else "ingested"
+
+    def _ingest_batch(self, data: bytes, input_id: int) -> str:
+        try:
+            raws, cp_raw = rfmt.split_batch(data)
+        except FormatError as exc:
+            self.store.finding("malformed-input", str(exc), input_id)
+            return "malformed"
+        if not cp_raw:
+            self._loose(raws, input_id)
+            return "ingested"
+        try:
+            env = parse_envelope_uniform(
+                cp_raw, label=rfmt.CHECKPOINT_LABEL, cap=rfmt.CAP, what="checkpoint"
+            )
+        except FormatError as exc:
+            self.store.finding("malformed-input", str(exc), input_id)
+            return "malformed"
+        owner = next(
+            (self._run.keys[k] for k, _ in env.signatures if k in self._run.keys), None
+        )
+        if owner is None:
+            self.store.add_pending(input_id, data)
+            return "pending"
+        host, pub = owner
+        try:
+            cp, _ = rfmt.open_checkpoint(cp_raw, {_kid(pub): pub})
+            if cp.host != host:
+                raise UnauthenticatedError("checkpoint")
+        except KitError:
+            self.store.finding(
+                "bad-signature",
+                f"the batch's checkpoint does not verify under the receipt key of "
+                f"{host}, or names another host; its receipts are checked one by one",
+                input_id,
+                host=host,
+            )
+            self._loose(raws, input_id)
+            return "ingested"
+        self.store.add_checkpoint(
+            env.digest, host, cp.first_seq, cp.seq, cp.head, cp.time, input_id
+        )
+        rows = self._chained(raws, host, cp, input_id)
+        forged = []
+        keys = {_kid(pub): pub}
+        for index, raw in enumerate(raws):
+            if index in rows:
+                continue
+            try:
+                sr = rfmt.open_receipt(raw, keys)
+                if sr.receipt.host != host:
+                    raise UnauthenticatedError("receipt")
+            except KitError:
+                forged.append(index + 1)
+                continue
+            rows[index] = _row(sr.receipt, sr.digest, input_id)
+        if forged:
+            self._forged(host, forged, input_id)
+        self._store(host, list(rows.values()), input_id)
+        return "ingested"
+
+    def _chained(
+        self, raws: list[bytes], host: str, cp: rfmt.Checkpoint, input_id: int
+    ) -> dict[int, tuple[Any, ...]]:
+        """Receipts authenticated by hash links back from the checkpoint's
+        head, by position in the batch."""
+        hashes = [hashlib.sha256(r).digest() for r in raws]
+        out: dict[int, tuple[Any, ...]] = {}
+        index = next(
+            (i for i in range(len(raws) - 1, -1, -1) if hashes[i] == cp.head), None
+        )
+        want_seq = cp.seq
+        while index is not None and index >= 0:
+            m = fast_receipt(raws[index])
+            if m is None or m["seq"] != want_seq or m["host"] != host:
+                break  # its own signature check decides below
+            out[index] = (
+                host, want_seq, hashes[index], m["prev"], m["time"], m["event"],
+                m["bundle_id"], m["task"], m["reason"], input_id,
+            )  # fmt: skip
+            if index == 0 or hashes[index - 1] != m["prev"]:
+                break
+            index, want_seq = index - 1, want_seq - 1
+        return out
+
+    def _loose(self, raws: list[bytes], input_id: int) -> None:
+        """Receipts with no usable checkpoint: each must carry a valid
+        signature by the key of an enrolled host."""
+        by_host: dict[str, list[tuple[Any, ...]]] = {}
+        forged: list[int] = []
+        for index, raw in enumerate(raws):
+            try:
+                env = parse_envelope_uniform(
+                    raw, label=rfmt.LABEL, cap=rfmt.CAP, what="receipt"
+                )
+                owner = next(
+                    (
+                        self._run.keys[k]
+                        for k, _ in env.signatures
+                        if k in self._run.keys
+                    ),
+                    None,
+                )
+                if owner is None:
+                    raise UnauthenticatedError("receipt")
+                sr = rfmt.open_receipt(raw, {_kid(owner[1]): owner[1]})
+                if sr.receipt.host != owner[0]:
+                    raise UnauthenticatedError("receipt")
+            except KitError:
+                forged.append(index + 1)
+                continue
+            by_host.setdefault(owner[0], []).append(
+                _row(sr.receipt, sr.digest, input_id)
+            )
+        if forged:
+            self._forged("", forged, input_id)
+        for host, rows in sorted(by_host.items()):
+            self._store(host, rows, input_id)
+
+    def _forged(self, host: str, positions: list[int], input_id: int) -> None:
+        shown = ", ".join(map(str, positions[:10])) + (
+            " ..." if len(positions) > 10 else ""
+        )
+        whose = f"host {host}" if host else "any host of the ledger exports"
+        self.store.finding(
+            "bad-signature",
+            f"{len(positions)} item(s) of the batch are not receipts signed by "
+            f"{whose} (item {shown}); they were not counted",
+            input_id,
+            host=host,
+        )
+
+    def _store(self, host: str, rows: list[tuple[Any, ...]], input_id: int) -> None:
+        if not rows:
+            return
+        rows.sort(key=lambda r: int(r[1]))
+        held = self.store.held(host, int(rows[0][1]), int(rows[-1][1]))
+        new: list[tuple[Any, ...]] = []
+        dups: list[int] = []
+        for row in rows:
+            seq, digest = int(row[1]), bytes(row[2])
+            known = held.get(seq)
+            if known is None:
+                held[seq] = digest
+                new.append(row)
+            elif known == digest:
+                dups.append(seq)
+            else:
+                self.store.add_fork(host, seq, digest, input_id)
+        self.store.add_receipts(new)
+        self._run.receipts += len(new)
+        if dups:
+            self.store.finding(
+                "duplicate-receipt",
+                f"{len(dups)} receipt(s) of this batch were already held "
+                f"(seq {dups[0]}..{dups[-1]}); counted once",
+                input_id,
+                host=host,
+                seq=dups[0],
+            )
+
+    # -- decisions -----------------------------------------------------------
+
+    def evaluate(self, now: int, leeway: int) -> Summary:
+        self.store.evaluate(now, leeway)
+        exceptions = [
+            (code, SEVERITIES[sev], n) for code, sev, n in self.store.exception_counts()
+        ]
+        statuses = {s: 0 for s in _status_order()}
+        statuses.update(self.store.status_counts())
+        return Summary(
+            counts=self.store.counts(),
+            statuses=statuses,
+            exceptions=exceptions,
+            verdicts=_verdicts(exceptions, statuses),
+            now=now,
+            leeway=leeway,
+            new_inputs=self._run.new,
+            skipped_inputs=self._run.skipped,
+        )
+
+
+def _status_order() -> tuple[str, ...]:
+    from kit.audit.codes import STATUSES
+
+    return STATUSES
+
+
+def _verdicts(
+    exceptions: list[tuple[str, str, int]], statuses: dict[str, int]
+) -> dict[str, str]:
+    """integrity and use: "pass" or "fail"; completeness also "pending"
+    while expired bundles wait for their host's receipts."""
+    failing = {CODES[code].verdict for code, sev, _ in exceptions if sev != "info"}
+    completeness = (
+        "fail"
+        if COMPLETENESS in failing
+        else ("pending" if statuses.get("expired-unused") else "pass")
+    )
+    return {
+        INTEGRITY: "fail" if INTEGRITY in failing else "pass",
+        USE: "fail" if USE in failing else "pass",
+        COMPLETENESS: completeness,
+    }
+
+
+def _kid(public_key: bytes) -> str:
+    from kit.crypto.sign import key_id
+
+    return key_id(public_key)
+
+
+_RECEIPT_ORDER = sorted(rfmt.Receipt.__dataclass_fields__, key=lambda k: k.encode())
+_TIME = (encoding.TIME_MIN, encoding.TIME_MAX - 1)
+
+
+def fast_receipt(raw: bytes) -> dict[str, Any] | None:
+    """The body of a receipt authenticated by its hash link, checked against
+    FORMAT.md 7.1 inline (a million of them must not cost a million field
+    readers); None when anything is off, and the caller then opens it the
+    slow way, with its signature, for a precise verdict."""
+    try:
+        env = lx.unpack_authenticated(raw, rfmt.CAP, "receipt")
+        if (
+            type(env) is not list
+            or len(env) != 3
+            or env[0] != rfmt.LABEL
+            or type(env[1]) is not bytes
+        ):
+            return None
+        m = lx.unpack_authenticated(env[1], rfmt.CAP, "receipt body")
+    except FormatError:
+        return None
+    if type(m) is not dict or list(m) != _RECEIPT_ORDER:
+        return None
+    return m if _receipt_fields_ok(m) else None
+
+
+def _receipt_fields_ok(m: dict[str, Any]) -> bool:
+    seq, t, use, status, ms = (
+        m["seq"], m["time"], m["use"], m["exit_status"], m["duration_ms"]
+    )  # fmt: skip
+    if not (
+        type(seq) is int
+        and type(t) is int
+        and type(use) is int
+        and type(status) is int
+        and type(ms) is int
+        and 1 <= seq <= rfmt.MAX_SEQ
+        and _TIME[0] <= t <= _TIME[1]
+        and 0 <= use <= 1000
+        and -255 <= status <= 255
+        and 0 <= ms <= 1 << 40
+    ):
+        return False
+    host, bundle_id, prev, digest = (
+        m["host"], m["bundle_id"], m["prev"], m["bundle_digest"]
+    )  # fmt: skip
+    task, reason, detail, delivery = (
+        m["task"], m["reason"], m["detail"], m["delivery"]
+    )  # fmt: skip
+    if not (
+        type(host) is str
+        and encoding.NAME_RE.fullmatch(host)
+        and type(bundle_id) is str
+        and (bundle_id == "" or encoding.HEX32_RE.fullmatch(bundle_id))
+        and type(prev) is bytes
+        and len(prev) == 32
+        and type(digest) is bytes
+        and len(digest) == 32
+        and type(task) is str
+        and len(task) <= rfmt.MAX_TASK
+        and type(reason) is str
+        and len(reason) <= 64
+        and type(detail) is str
+        and len(detail) <= 512
+        and type(delivery) is str
+        and len(delivery) <= 16
+        and m["event"] in rfmt.EVENTS
+        and m["action"] in rfmt.ACTIONS
+        and (m["event"] == "deny") == (reason != "")
+    ):
+        return False
+    for name, rx, most in _RECEIPT_LISTS:
+        items = m[name]
+        if type(items) is not list or len(items) > most:
+            return False
+        for v in items:
+            if type(v) is not str or not rx.fullmatch(v):
+                return False
+    return True
+
+
+_RECEIPT_LISTS = (
+    ("command", rfmt.RECEIPT_ARG_RE, 32),
+    ("datasets", rfmt.RECEIPT_NAME_RE, 32),
+    ("approvals", encoding.HEX32_RE, 8),
+)
+
+
+def _row(r: rfmt.Receipt, digest: bytes, input_id: int) -> tuple[Any, ...]:
+    return (
+        r.host, r.seq, digest, r.prev, r.time, r.event, r.bundle_id, r.task,
+        r.reason, input_id,
+    )  # fmt: skip
+
+
+def route(data: bytes) -> str:
+    """Which decoder an input goes to, from its leading label only (the
+    decoder then checks everything)."""
+    if data[:1] == b"\x93":
+        if data[1:].startswith(encoding.encode(rfmt.BATCH_LABEL)):
+            return "receipt-batch"
+        if data[1:].startswith(encoding.encode(lx.LABEL)):
+            return "ledger-export"
+    return "other"
+
+
+# -- reading inputs ----------------------------------------------------------
+
+
+def check_inputs(paths: list[Path]) -> list[tuple[str, Path, str]]:
+    """Check every path before anything is read as evidence: folders must
+    pass their SHA256SUMS manifest (FORMAT.md 10), every listed file is
+    hashed, one at a time. Returns (source, file) pairs; raises MediaError
+    naming the first problem, so a tampered folder is refused whole."""
+    out: list[tuple[str, Path, str]] = []
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise MediaError(f"{path}: no such file or folder") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise MediaError(f"{path}: is a symbolic link; refused")
+        if stat.S_ISREG(st.st_mode):
+            out.append((str(path), path, ""))
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise MediaError(f"{path}: not a regular file or folder")
+        out.extend(
+            (str(path / n), path / n, d) for n, d in _verified_folder(path).items()
+        )
+    return out
+
+
+def _verified_folder(folder: Path) -> dict[str, str]:
+    sums = folder / manifest.NAME
+    if not os.path.lexists(sums):
+        raise MediaError(f"{folder}: no {manifest.NAME} manifest; refused")
+    try:
+        entries = manifest.parse(read_regular(sums, manifest.CAP, "manifest"))
+    except FormatError as exc:
+        raise MediaError(f"{sums}: {exc}") from None
+    for entry in os.scandir(folder):
+        if entry.name == manifest.NAME:
+            continue
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            raise MediaError(f"{entry.path}: not a regular file; refused")
+        if entry.name not in entries:
+            raise MediaError(f"{entry.path}: not listed in {manifest.NAME}; refused")
+    for name, digest in sorted(entries.items()):
+        got = hashlib.sha256(read_regular(folder / name, FILE_CAP, "media file"))
+        if got.hexdigest() != digest:
+            raise MediaError(
+                f"{folder / name}: SHA-256 {got.hexdigest()[:16]}... does not match "
+                f"the manifest's {digest[:16]}...; refused"
+            )
+    return entries
+
+
+def read_inputs(files: list[tuple[str, Path, str]]) -> Iterator[Input]:
+    """Yield inputs one at a time (memory holds one file), checking media
+    files against their manifest digest again as they are read."""
+    for source, path, digest in files:
+        data = read_regular(path, FILE_CAP, "input file")
+        if digest and hashlib.sha256(data).hexdigest() != digest:
+            raise MediaError(f"{source}: changed while being read; refused")
+        yield Input(source, data)

@@ -1,0 +1,307 @@
+"""What the auditor reads: a text summary, JSON, CSV and a printable HTML
+report. Everything comes from the auditor's database, streamed, so the size
+of the evidence never decides the memory used. Every string that came from
+input is escaped for its output: ``html.escape`` in HTML, formula
+neutralisation in CSV (a spreadsheet must never run a cell).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from kit.audit.auditor import Summary
+from kit.audit.codes import CODES, SEVERITIES, STATUSES
+from kit.fsutil import atomic_write
+from kit.storage.audit import AuditStore
+
+SCHEMA_VERSION = 1
+HTML_EXCEPTION_LIMIT = 2000  # rows shown in the HTML; CSV and JSON hold all
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+BUNDLE_COLUMNS = (
+    "bundle_id", "lseq", "host", "env", "task", "identity", "owner",
+    "not_before", "expires_at", "max_uses", "status", "uses", "denials", "last_use",
+)  # fmt: skip
+EXCEPTION_COLUMNS = (
+    "code", "severity", "host", "seq", "bundle_id", "message", "file", "input_sha256",
+)  # fmt: skip
+
+
+def utc(t: int) -> str:
+    if not t:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def summary_lines(summary: Summary) -> list[str]:
+    c = summary.counts
+    lines = [
+        f"{c['receipts']} receipt(s) from {c['hosts']} host(s); {c['issuances']} "
+        f"issuance(s) in {c['ledger_exports']} ledger export(s); {c['inputs']} "
+        f"input(s) held ({summary.new_inputs} new, {summary.skipped_inputs} "
+        "already held)",
+        "verdicts: " + ", ".join(f"{k} {v}" for k, v in summary.verdicts.items()),
+        "bundles:",
+    ]
+    lines += [f"  {s:<15} {summary.statuses.get(s, 0)}" for s in STATUSES]
+    if summary.exceptions:
+        lines.append("exceptions (worst first):")
+        lines += [f"  {sev:<8} {code:<24} {n}" for code, sev, n in summary.exceptions]
+    else:
+        lines.append("no exceptions")
+    return lines
+
+
+def _exception(row: tuple[Any, ...]) -> dict[str, Any]:
+    code, sev, host, seq, bundle_id, message, source, digest = row
+    return {
+        "code": code,
+        "severity": SEVERITIES[sev],
+        "host": host,
+        "seq": seq,
+        "bundle_id": bundle_id,
+        "message": message,
+        "file": source,
+        "input_sha256": digest,
+    }
+
+
+def write_json(out: IO[str], summary: Summary, store: AuditStore) -> None:
+    """One JSON object (schema version 1), written as it is read."""
+    head = {
+        "version": SCHEMA_VERSION,
+        "now": summary.now,
+        "leeway": summary.leeway,
+        "clean": summary.clean,
+        "verdicts": summary.verdicts,
+        "counts": summary.counts,
+        "statuses": summary.statuses,
+        "exception_counts": [
+            {"code": c, "severity": s, "count": n} for c, s, n in summary.exceptions
+        ],
+        "inputs": [
+            {"sha256": d, "kind": k, "file": s, "size": n, "outcome": o}
+            for d, k, s, n, o in store.inputs()
+        ],
+    }
+    text = json.dumps(head, indent=2, sort_keys=True)
+    out.write(text[:-2] + ',\n  "exceptions": [')
+    _stream(out, (_exception(r) for r in store.exceptions()))
+    out.write('],\n  "bundles": [')
+    _stream(out, (dict(zip(BUNDLE_COLUMNS, r, strict=True)) for r in store.bundles()))
+    out.write("]\n}\n")
+
+
+def _stream(out: IO[str], items: Iterator[dict[str, Any]]) -> None:
+    first = True
+    for item in items:
+        out.write(("\n    " if first else ",\n    ") + json.dumps(item, sort_keys=True))
+        first = False
+    if not first:
+        out.write("\n  ")
+
+
+def neutralise(value: Any) -> Any:
+    """A cell a spreadsheet would evaluate as a formula gets a leading quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_csv(folder: Path, store: AuditStore) -> tuple[Path, Path]:
+    """bundles.csv (one row per bundle) and exceptions.csv (one per
+    exception), written beside each other, then renamed into place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bundles, exceptions = folder / "bundles.csv", folder / "exceptions.csv"
+    for path, columns, rows in (
+        (bundles, BUNDLE_COLUMNS, store.bundles()),
+        (exceptions, EXCEPTION_COLUMNS, _exception_rows(store)),
+    ):
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([neutralise(v) for v in row])
+        tmp.replace(path)
+    return bundles, exceptions
+
+
+def _exception_rows(store: AuditStore) -> Iterator[tuple[Any, ...]]:
+    for row in store.exceptions():
+        yield (row[0], SEVERITIES[row[1]], *row[2:])
+
+
+# -- HTML ----------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#111}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #999}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;
+padding:2px 6px;text-align:left;vertical-align:top}th{background:#eee}
+.num{text-align:right}.critical{background:#f8c8c8}.high{background:#fde0c0}
+.medium{background:#fff2b0}.low{background:#e8f0ff}.info{background:#f4f4f4}
+.pass{color:#060;font-weight:bold}.fail{color:#a00;font-weight:bold}
+.pending{color:#850;font-weight:bold}code{font-size:12px;word-break:break-all}
+svg{display:block}@media print{body{margin:0}h2{page-break-after:avoid}
+tr{page-break-inside:avoid}}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def write_html(path: Path, summary: Summary, store: AuditStore, title: str) -> None:
+    """A self-contained page (inline CSS, no script, no external resource)."""
+    parts: list[str] = [
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>",
+        "<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; "
+        "style-src 'unsafe-inline'\">",
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Reconciled at {_e(utc(summary.now))} with a leeway of "
+        f"{summary.leeway} s. Only signed content is evidence.</p>",
+        "<h2>Summary</h2><table><tr><th>verdict</th><th>result</th></tr>",
+    ]
+    for name, value in summary.verdicts.items():
+        parts.append(
+            f"<tr><td>{_e(name)}</td><td class={_e(value)}>{_e(value)}</td></tr>"
+        )
+    parts.append("</table><table><tr><th>count</th><th>value</th></tr>")
+    for name, count in summary.counts.items():
+        parts.append(f"<tr><td>{_e(name)}</td><td class=num>{count}</td></tr>")
+    parts.append("</table><table><tr><th>bundle status</th><th>bundles</th></tr>")
+    for status in STATUSES:
+        n = summary.statuses.get(status, 0)
+        parts.append(f"<tr><td>{_e(status)}</td><td class=num>{n}</td></tr>")
+    parts.append(
+        "</table><table><tr><th>severity</th><th>exception</th><th>count</th>"
+        "<th>meaning</th></tr>"
+    )
+    for code, sev, n in summary.exceptions:
+        parts.append(
+            f"<tr class={_e(sev)}><td>{_e(sev)}</td><td>{_e(code)}</td>"
+            f"<td class=num>{n}</td><td>{_e(CODES[code].meaning)}</td></tr>"
+        )
+    parts.append("</table>")
+    parts += _timelines(store)
+    parts += _exception_table(store)
+    parts += _bundle_table(store)
+    parts.append(
+        "<h2>Inputs</h2><table><tr><th>SHA-256</th><th>kind</th><th>file (as first "
+        "read)</th><th>bytes</th><th>outcome</th></tr>"
+    )
+    for digest, kind, source, size, outcome in store.inputs():
+        parts.append(
+            f"<tr><td><code>{_e(digest)}</code></td><td>{_e(kind)}</td>"
+            f"<td>{_e(source)}</td><td class=num>{size}</td><td>{_e(outcome)}</td></tr>"
+        )
+    parts.append("</table></body></html>\n")
+    atomic_write(path, "".join(parts).encode("utf-8"))
+
+
+def _timelines(store: AuditStore) -> list[str]:
+    """Per host: a bar of sequence numbers 1..highest, gaps in red and
+    signed checkpoints as ticks; and the counts beside it."""
+    out = [
+        "<h2>Hosts</h2><p>Each bar spans sequence numbers 1 to the highest held: "
+        "grey is held, red is missing, black ticks are signed checkpoints.</p>"
+        "<table><tr><th>host</th><th>env</th><th>receipts</th><th>seq</th>"
+        "<th>releases</th><th>denials</th><th>first / last receipt</th>"
+        "<th>checkpoint</th><th>forks</th><th>timeline</th></tr>"
+    ]
+    for name, env, n, lo, hi, rel, den, t0, t1, top_cp, forks in store.host_lines():
+        out.append(
+            f"<tr><td>{_e(name)}</td><td>{_e(env) or '(not in ledger)'}</td>"
+            f"<td class=num>{n}</td><td>{lo}..{hi}</td><td class=num>{rel}</td>"
+            f"<td class=num>{den}</td><td>{_e(utc(t0))}<br>{_e(utc(t1))}</td>"
+            f"<td class=num>{top_cp}</td><td class=num>{forks}</td>"
+            f"<td>{_bar(hi, store.gaps(name), store.checkpoint_seqs(name))}</td></tr>"
+        )
+    out.append("</table>")
+    return out
+
+
+def _bar(top: int, gaps: list[tuple[int, int]], checkpoints: list[int]) -> str:
+    width, height = 300, 14
+    if top <= 0:
+        return "(no receipts)"
+
+    def x(seq: float) -> float:
+        return round((seq - 1) / max(top, 1) * width, 2)
+
+    shapes = [f'<rect x="0" y="2" width="{width}" height="10" fill="#bbb"/>']
+    for a, b in gaps:
+        w = max(x(b + 1) - x(a), 1)
+        shapes.append(f'<rect x="{x(a)}" y="2" width="{w}" height="10" fill="#d00"/>')
+    for seq in checkpoints:
+        shapes.append(f'<rect x="{min(x(seq), width - 1)}" y="0" width="1" '
+                      f'height="{height}" fill="#000"/>')  # fmt: skip
+    return (
+        f'<svg width="{width}" height="{height}" role="img" aria-label="seq 1 to '
+        f'{top}">' + "".join(shapes) + "</svg>"
+    )
+
+
+def _exception_table(store: AuditStore) -> list[str]:
+    out = [
+        "<h2>Exceptions</h2><table><tr><th>severity</th><th>code</th><th>host</th>"
+        "<th>seq</th><th>bundle</th><th>finding</th><th>evidence file</th></tr>"
+    ]
+    shown = 0
+    for row in store.exceptions(HTML_EXCEPTION_LIMIT + 1):
+        if shown == HTML_EXCEPTION_LIMIT:
+            out.append(
+                f"<tr><td colspan=7>... more: see exceptions.csv or --json (the "
+                f"first {HTML_EXCEPTION_LIMIT} are shown)</td></tr>"
+            )
+            break
+        e = _exception(row)
+        out.append(
+            f"<tr class={_e(e['severity'])}><td>{_e(e['severity'])}</td>"
+            f"<td>{_e(e['code'])}</td><td>{_e(e['host'])}</td>"
+            f"<td class=num>{e['seq'] or ''}</td><td><code>{_e(e['bundle_id'])}"
+            f"</code></td><td>{_e(e['message'])}</td><td>{_e(e['file'])}<br>"
+            f"<code>{_e(e['input_sha256'][:16])}</code></td></tr>"
+        )
+        shown += 1
+    if not shown:
+        out.append("<tr><td colspan=7>none</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _bundle_table(store: AuditStore) -> list[str]:
+    """Bundles that need a look (not used within limits nor simply pending),
+    capped like the exception list."""
+    out = [
+        "<h2>Bundles needing attention</h2><table><tr><th>bundle</th><th>host</th>"
+        "<th>task</th><th>owner</th><th>expires</th><th>status</th><th>uses</th>"
+        "</tr>"
+    ]
+    shown = 0
+    for row in store.bundles():
+        b = dict(zip(BUNDLE_COLUMNS, row, strict=True))
+        if b["status"] not in ("unaccounted", "expired-unused", "revoked", "denied"):
+            continue
+        if shown == HTML_EXCEPTION_LIMIT:
+            out.append("<tr><td colspan=7>... more: see bundles.csv</td></tr>")
+            break
+        out.append(
+            f"<tr><td><code>{_e(b['bundle_id'])}</code></td><td>{_e(b['host'])}</td>"
+            f"<td>{_e(b['task'])}</td><td>{_e(b['owner'])}</td>"
+            f"<td>{_e(utc(int(b['expires_at'])))}</td><td>{_e(b['status'])}</td>"
+            f"<td class=num>{b['uses']}/{b['max_uses']}</td></tr>"
+        )
+        shown += 1
+    if not shown:
+        out.append("<tr><td colspan=7>none</td></tr>")
+    out.append("</table>")
+    return out
