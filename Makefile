@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint sysdeps venv clean fuzz wheelhouse
+.PHONY: demo test lint sysdeps venv clean fuzz wheelhouse bench
 
 venv: $(STAMP)
 
@@ -44,14 +44,32 @@ wheelhouse: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-# Coverage-guided fuzzing of every decoder (not part of `make test`, which runs
-# a short Hypothesis smoke of the same targets). FUZZ_SECONDS per target.
+# Coverage-guided fuzzing of every decoder and the QR frame parser (not part
+# of `make test`, which runs a short Hypothesis smoke of the same targets).
+# FUZZ_SECONDS per target. A crashing input is saved as
+# fuzz/crashes/<target>-crash-<sha1>; every target still runs, and make fails
+# at the end naming the targets with findings (turn each into a vector).
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := bundle trust-root enrollment receipt receipt-batch manifest \
+	revocation-list ledger-export qr-frames
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install -q 'atheris>=2.3'
-	@for t in bundle trust-root enrollment receipt receipt-batch manifest; do \
+	@mkdir -p fuzz/crashes; failed=""; \
+	for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  $(BIN)/python fuzz/run.py $$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	    -print_final_stats=1 > fuzz/last-$$t.log 2>&1; rc=$$?; \
-	  tail -n 3 fuzz/last-$$t.log; [ $$rc -eq 0 ] || exit $$rc; \
-	done
+	    -artifact_prefix=fuzz/crashes/$$t- -print_final_stats=1 \
+	    > fuzz/last-$$t.log 2>&1 || failed="$$failed $$t"; \
+	  tail -n 3 fuzz/last-$$t.log; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "fuzz: findings in:$$failed (inputs in fuzz/crashes/)" >&2; exit 1; \
+	fi
+
+# Speed against the physical floor and the peers (docs/BENCHMARKS.md); not
+# part of `make test`. BENCH_FULL=0 skips the 1,000,000-receipt reconcile (~3 min).
+BENCH_JSON ?= bench/results.json
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	@bash scripts/benchdeps.sh
+	$(BIN)/python bench/run.py --json $(BENCH_JSON)

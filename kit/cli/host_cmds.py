@@ -6,31 +6,25 @@ with no interfaces.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kit import encoding
 from kit.cli.common import (
     HomeOpt,
     JsonOpt,
     emit_json,
     handled,
     home_path,
-    parse_command,
     say,
 )
 from kit.cli.signer_cmds import utc
 from kit.crypto.sign import fingerprint
-from kit.errors import KitError
-from kit.formats.bundle import Claims
 from kit.fsutil import atomic_write, read_regular
-from kit.host.host import Host, init_host, reason_code
+from kit.host.host import Host, init_host
 from kit.host.offline import forbid_network
-from kit.host.runner import Delivery, resolve, run_child
 
 host_app = typer.Typer(
     help="The offline host's keys and pinned trust root.", no_args_is_help=True
@@ -142,41 +136,6 @@ def host_status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
-def _bundle_path(host: Host, ref: str) -> Path:
-    p = Path(ref)
-    if encoding.HEX32_RE.fullmatch(ref) and not p.exists():
-        return host.inbox_path(ref)
-    return p
-
-
-def _command(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else parse_command(text)
-
-
-def _read_or_deny(
-    host: Host,
-    ref: str,
-    *,
-    task: str,
-    command: tuple[str, ...],
-    action: str,
-    datasets: tuple[str, ...] = (),
-) -> bytes:
-    """Read the bundle; an unreadable one is still a decision and gets a receipt."""
-    try:
-        return host.read_bundle(_bundle_path(host, ref))
-    except KitError as exc:
-        host.record_unreadable(
-            exc,
-            task=task,
-            command=command,
-            action=action,
-            now=int(time.time()),
-            datasets=datasets,
-        )
-        raise
-
-
 @handled()
 def verify(
     bundle: BundleArg,
@@ -202,51 +161,16 @@ def verify(
 
     Example: kit verify 3f2a...c1 --task nightly-export --command 'python3 job.py'
     """
-    forbid_network()
-    datasets = tuple(dataset or ())
-    if deliver is not None:
-        Delivery(deliver)  # a mode kit knows, or a usage error
-    host = Host(home_path(home))
-    try:
-        argv = _command(command)
-        data = _read_or_deny(
-            host,
-            bundle,
-            task=task,
-            command=argv or (),
-            action="verify",
-            datasets=datasets,
-        )
-        v = host.check(
-            data,
-            task=task,
-            command=argv,
-            now=int(time.time()),
-            datasets=datasets,
-            delivery=deliver,
-        )
-        left = v.claims.max_uses - len(host.state.uses(v.claims.bundle_id))
-    except KitError as exc:
-        if json_out:
-            emit_json({"ok": False, "reason": reason_code(exc), "message": str(exc)})
-        raise
-    finally:
-        host.close()
-    c = v.claims
-    if json_out:
-        emit_json(
-            {
-                "ok": True,
-                "bundle_id": c.bundle_id,
-                "task": c.task,
-                "env": c.env,
-                "expires_at": c.expires_at,
-                "uses_left": left,
-            }
-        )
-    say(
-        f"ok: bundle {c.bundle_id} would be released for task {c.task} "
-        f"({left} of {c.max_uses} use(s) left, expires {utc(c.expires_at)})"
+    from kit.cli.fast import verify_bundle  # the hot path, shared with fast.py
+
+    verify_bundle(
+        bundle=bundle,
+        task=task,
+        command=command,
+        dataset=dataset,
+        deliver=deliver,
+        home=home,
+        json_out=json_out,
     )
 
 
@@ -292,66 +216,20 @@ def run(
 
     Example: kit run 3f2a...c1 --task nightly-export -- python3 job.py
     """
-    forbid_network()
-    argv = tuple(command)
-    datasets = tuple(dataset or ())
-    delivery = Delivery(deliver, tuple(keep_env or ()))
-    host = Host(home_path(home))
-    try:
-        data = _read_or_deny(
-            host, bundle, task=task, command=argv, action="run", datasets=datasets
-        )
-        release = host.authorize(
-            data,
+    from kit.cli.fast import run_bundle  # the hot path, shared with fast.py
+
+    raise typer.Exit(
+        run_bundle(
+            bundle=bundle,
             task=task,
-            command=argv,
-            now=int(time.time()),
-            datasets=datasets,
-            delivery=deliver,
-            resolve=resolve,
-            confirm=None if yes else (_confirm if sys.stdin.isatty() else _no_tty),
+            command=command,
+            home=home,
+            deliver=deliver,
+            keep_env=keep_env,
+            dataset=dataset,
+            yes=yes,
         )
-        say(
-            f"kit: released bundle {release.verified.claims.bundle_id} "
-            f"(use {release.use} of {release.verified.claims.max_uses}) to {argv[0]}"
-        )
-        status, ms = run_child(
-            (release.program, *argv[1:]),
-            release.verified.claims.secret_name,
-            release.secret,
-            delivery,
-            on_start_error=lambda why: say(f"kit: {why} (the use is spent)"),
-        )
-        host.record_exit(release, status=status, duration_ms=ms, now=int(time.time()))
-    finally:
-        host.close()
-    # A child ended by signal N reports -N; the shell convention is 128 + N.
-    raise typer.Exit(status if status >= 0 else 128 - status)
-
-
-def _no_tty(c: Claims) -> bool:
-    """High risk with nobody at a terminal: release only with --yes."""
-    say(
-        f"kit: bundle {c.bundle_id} is high risk; without a terminal to confirm "
-        "on, pass --yes to release it"
     )
-    return False
-
-
-def _confirm(c: Claims) -> bool:
-    """Show a high-risk bundle's claims on the terminal and ask."""
-    say(f"kit: bundle {c.bundle_id} is HIGH risk")
-    say(f"  identity {c.identity or '(ad hoc)'}, owner {c.owner}")
-    say(f"  env {c.env}, task {c.task}, expires {utc(c.expires_at)}")
-    say(f"  commands: {'; '.join(' '.join(p) for p in c.commands)}")
-    say(f"  datasets: {', '.join(c.datasets) or 'none'}")
-    answer = typer.prompt(
-        "Release the secret for this run? [y/N]",
-        default="",
-        show_default=False,
-        err=True,
-    )
-    return answer.strip().lower() in ("y", "yes")
 
 
 @receipts_app.command("export")
@@ -389,21 +267,29 @@ def receipts_export(
 @handled()
 def import_cmd(
     folder: Annotated[
-        Path, typer.Argument(help="Media folder written by 'kit export'.")
+        Path,
+        typer.Argument(
+            help="Media folder written by 'kit export', or a folder of QR images "
+            "('kit qr encode'): no SHA256SUMS, only .png/.jpg/.jpeg files."
+        ),
     ],
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check media and stage its bundles for this host, all or nothing.
 
-    The SHA256SUMS manifest and every bundle signature are checked first.
+    The SHA256SUMS manifest and every bundle signature are checked first. A
+    folder of QR images is decoded first; each object must be complete and
+    match its message id, then passes the same checks (docs/qr.md).
 
     Example: kit import /media/usb
+
+    Example: kit import ~/scans/2026-05-01
     """
     forbid_network()
     host = Host(home_path(home))
     try:
-        result = host.import_media(folder)
+        result = host.import_media(folder, now=int(time.time()))
     finally:
         host.close()
     staged = result.staged

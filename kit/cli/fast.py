@@ -1,0 +1,412 @@
+"""The offline host's hot path: ``kit verify`` and ``kit run`` without typer.
+
+A host runs ``kit run`` before every job, so its start-up time is paid
+every time. typer, the pydantic it loads when a command runs, rich, and the
+signer and auditor modules cost more than the verification itself
+(docs/BENCHMARKS.md). The ``kit`` script therefore starts here: ``main``
+hands the plain spellings of ``kit verify`` and ``kit run`` to the same
+implementation functions the typer commands call (``verify_bundle``,
+``run_bundle``), and everything else, including ``--help``, misspelt or
+unknown options, missing arguments and anything ambiguous, to typer, so help
+and usage errors read the same whichever path parsed the line.
+
+The accepted options are spelt out in ``COMMANDS``; tests/test_cli_fast.py
+derives the same table from the click commands typer builds, so the two
+parsers cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kit.formats.bundle import Claims
+    from kit.host.host import Host
+
+VALUE, MULTIPLE, FLAG = "value", "multiple", "flag"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command's grammar as the fast parser accepts it."""
+
+    argument: str  # the single positional argument's parameter name
+    options: dict[str, tuple[str, str]]  # --option: (parameter name, kind)
+    required: tuple[str, ...]  # required options' parameter names
+    rest: str | None = None  # parameter taking every word after '--'
+    envvars: tuple[tuple[str, str], ...] = ()  # (parameter, variable)
+    defaults: tuple[tuple[str, Any], ...] = ()  # other than None / False
+
+
+COMMANDS = {
+    "verify": CommandSpec(
+        argument="bundle",
+        options={
+            "--task": ("task", VALUE),
+            "--command": ("command", VALUE),
+            "--dataset": ("dataset", MULTIPLE),
+            "--deliver": ("deliver", VALUE),
+            "--home": ("home", VALUE),
+            "--json": ("json_out", FLAG),
+        },
+        required=("task",),
+        envvars=(("home", "KIT_HOME"),),
+    ),
+    "run": CommandSpec(
+        argument="bundle",
+        options={
+            "--task": ("task", VALUE),
+            "--home": ("home", VALUE),
+            "--deliver": ("deliver", VALUE),
+            "--keep-env": ("keep_env", MULTIPLE),
+            "--dataset": ("dataset", MULTIPLE),
+            "--yes": ("yes", FLAG),
+        },
+        required=("task",),
+        rest="command",
+        envvars=(("home", "KIT_HOME"),),
+        defaults=(("deliver", "env"),),
+    ),
+}
+
+
+def parse(name: str, args: list[str]) -> dict[str, Any] | None:
+    """The parameters of ``kit NAME ARGS``, or None to leave the line to typer.
+
+    Accepted: one positional argument, ``--opt VALUE`` / ``--opt=VALUE`` /
+    ``--flag`` from the table in any order, and for ``run`` the command after
+    a first ``--``. Refused (None), so typer decides: anything else,
+    including a value that looks like an option, an empty --home, repeated
+    positionals and a missing required part.
+    """
+    spec = COMMANDS[name]
+    head, rest = args, list[str]()
+    if spec.rest is not None:
+        if "--" not in args:
+            return None
+        cut = args.index("--")
+        head, rest = args[:cut], args[cut + 1 :]
+        if not rest:
+            return None
+    elif "--" in args:
+        return None
+    values: dict[str, Any] = {}
+    positional: list[str] = []
+    i = 0
+    while i < len(head):
+        token = head[i]
+        i += 1
+        if not token.startswith("-"):
+            positional.append(token)
+            continue
+        option, eq, value = token.partition("=")
+        if option not in spec.options:
+            return None
+        param, kind = spec.options[option]
+        if kind == FLAG:
+            if eq:
+                return None
+            values[param] = True
+            continue
+        if not eq:
+            if i >= len(head) or head[i].startswith("-"):
+                return None
+            value = head[i]
+            i += 1
+        if kind == MULTIPLE:
+            values.setdefault(param, []).append(value)
+        else:
+            values[param] = value
+    if len(positional) != 1 or any(r not in values for r in spec.required):
+        return None
+    values[spec.argument] = positional[0]
+    for param, var in spec.envvars:
+        if param not in values:
+            values[param] = os.environ.get(var) or None  # click skips empty ones
+    if values.get("home") == "":
+        return None
+    if values.get("home") is not None:
+        values["home"] = Path(values["home"])
+    if spec.rest is not None:
+        values[spec.rest] = rest
+    for param, default in spec.defaults:
+        values.setdefault(param, default)
+    for param, kind in spec.options.values():
+        if param not in values:
+            values[param] = False if kind == FLAG else None
+    return values
+
+
+# -- the implementations both parsers call ------------------------------------
+
+
+def say(message: str) -> None:
+    """Human messages go to stderr (as kit.cli.common.say)."""
+    print(message, file=sys.stderr)
+
+
+def emit_json(obj: Any) -> None:
+    import json  # only --json needs it
+
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def utc(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def home_path(home: Path | None) -> Path:
+    if home is not None:
+        return home
+    from kit.home import default_home
+
+    return default_home()
+
+
+def _bundle_path(host: Host, ref: str) -> Path:
+    from kit import encoding
+
+    p = Path(ref)
+    if encoding.HEX32_RE.fullmatch(ref) and not p.exists():
+        return host.inbox_path(ref)
+    return p
+
+
+def _read_or_deny(
+    host: Host,
+    ref: str,
+    *,
+    task: str,
+    command: tuple[str, ...],
+    action: str,
+    datasets: tuple[str, ...] = (),
+) -> bytes:
+    """Read the bundle; an unreadable one is still a decision and gets a receipt."""
+    from kit.errors import KitError
+
+    try:
+        return host.read_bundle(_bundle_path(host, ref))
+    except KitError as exc:
+        host.record_unreadable(
+            exc,
+            task=task,
+            command=command,
+            action=action,
+            now=int(time.time()),
+            datasets=datasets,
+        )
+        raise
+
+
+def verify_bundle(
+    *,
+    bundle: str,
+    task: str,
+    command: str | None,
+    dataset: list[str] | None,
+    deliver: str | None,
+    home: Path | None,
+    json_out: bool,
+) -> None:
+    """``kit verify``: raises KitError on a refusal (after its receipt)."""
+    from kit.errors import KitError
+    from kit.host.host import Host, reason_code
+    from kit.host.offline import forbid_network
+    from kit.host.runner import Delivery
+
+    forbid_network()
+    datasets = tuple(dataset or ())
+    if deliver is not None:
+        Delivery(deliver)  # a mode kit knows, or a usage error
+    host = Host(home_path(home))
+    try:
+        argv = None
+        if command is not None:
+            from kit.cli.common import parse_command
+
+            argv = parse_command(command)
+        data = _read_or_deny(
+            host,
+            bundle,
+            task=task,
+            command=argv or (),
+            action="verify",
+            datasets=datasets,
+        )
+        v = host.check(
+            data,
+            task=task,
+            command=argv,
+            now=int(time.time()),
+            datasets=datasets,
+            delivery=deliver,
+        )
+        left = v.claims.max_uses - len(host.state.uses(v.claims.bundle_id))
+    except KitError as exc:
+        if json_out:
+            emit_json({"ok": False, "reason": reason_code(exc), "message": str(exc)})
+        raise
+    finally:
+        host.close()
+    c = v.claims
+    if json_out:
+        emit_json(
+            {
+                "ok": True,
+                "bundle_id": c.bundle_id,
+                "task": c.task,
+                "env": c.env,
+                "expires_at": c.expires_at,
+                "uses_left": left,
+            }
+        )
+    say(
+        f"ok: bundle {c.bundle_id} would be released for task {c.task} "
+        f"({left} of {c.max_uses} use(s) left, expires {utc(c.expires_at)})"
+    )
+
+
+def run_bundle(
+    *,
+    bundle: str,
+    task: str,
+    command: list[str],
+    home: Path | None,
+    deliver: str,
+    keep_env: list[str] | None,
+    dataset: list[str] | None,
+    yes: bool,
+) -> int:
+    """``kit run``: returns the exit status kit passes on (the child's own, or
+    128 + N for a child ended by signal N); raises KitError on a refusal."""
+    from kit.host.host import Host
+    from kit.host.offline import forbid_network
+    from kit.host.runner import Delivery, resolve, run_child
+
+    forbid_network()
+    argv = tuple(command)
+    datasets = tuple(dataset or ())
+    delivery = Delivery(deliver, tuple(keep_env or ()))
+    host = Host(home_path(home))
+    try:
+        data = _read_or_deny(
+            host, bundle, task=task, command=argv, action="run", datasets=datasets
+        )
+        confirm: Callable[[Claims], bool] | None = None
+        if not yes:
+            confirm = _confirm if sys.stdin.isatty() else _no_tty
+        release = host.authorize(
+            data,
+            task=task,
+            command=argv,
+            now=int(time.time()),
+            datasets=datasets,
+            delivery=deliver,
+            resolve=resolve,
+            confirm=confirm,
+        )
+        say(
+            f"kit: released bundle {release.verified.claims.bundle_id} "
+            f"(use {release.use} of {release.verified.claims.max_uses}) to {argv[0]}"
+        )
+        status, ms = run_child(
+            (release.program, *argv[1:]),
+            release.verified.claims.secret_name,
+            release.secret,
+            delivery,
+            on_start_error=lambda why: say(f"kit: {why} (the use is spent)"),
+        )
+        host.record_exit(release, status=status, duration_ms=ms, now=int(time.time()))
+    finally:
+        host.close()
+    # A child ended by signal N reports -N; the shell convention is 128 + N.
+    return status if status >= 0 else 128 - status
+
+
+def _no_tty(c: Claims) -> bool:
+    """High risk with nobody at a terminal: release only with --yes."""
+    say(
+        f"kit: bundle {c.bundle_id} is high risk; without a terminal to confirm "
+        "on, pass --yes to release it"
+    )
+    return False
+
+
+def _confirm(c: Claims) -> bool:
+    """Show a high-risk bundle's claims on the terminal and ask."""
+    import typer
+
+    say(f"kit: bundle {c.bundle_id} is HIGH risk")
+    say(f"  identity {c.identity or '(ad hoc)'}, owner {c.owner}")
+    say(f"  env {c.env}, task {c.task}, expires {utc(c.expires_at)}")
+    say(f"  commands: {'; '.join(' '.join(p) for p in c.commands)}")
+    say(f"  datasets: {', '.join(c.datasets) or 'none'}")
+    answer: str = typer.prompt(
+        "Release the secret for this run? [y/N]",
+        default="",
+        show_default=False,
+        err=True,
+    )
+    return answer.strip().lower() in ("y", "yes")
+
+
+# -- dispatch -----------------------------------------------------------------
+
+
+def _exit_code(exc: BaseException, *, run: bool) -> int:
+    """The exit code the typer command would give for ``exc``: the same
+    ``handled`` mapping, loaded only now that something went wrong."""
+    import typer
+
+    from kit.cli.common import handled
+
+    def again() -> None:
+        raise exc
+
+    try:
+        handled(run=run)(again)()
+    except typer.Exit as done:
+        return int(done.exit_code)
+    except KeyboardInterrupt:
+        return 130  # what typer's main loop makes of it
+    return 0  # pragma: no cover - again() always raises
+
+
+def dispatch(argv: list[str]) -> int | None:
+    """Run ``kit verify`` / ``kit run`` from ``argv`` (without the program
+    name) and return the exit code, or None when typer should parse it."""
+    if not argv or argv[0] not in COMMANDS:
+        return None
+    name = argv[0]
+    values = parse(name, argv[1:])
+    if values is None:
+        return None
+    interactive = sys.stdin is None or sys.stdin.isatty()
+    if name == "run" and not values["yes"] and interactive:
+        return None  # a person may be asked to confirm: typer's prompt path
+    try:
+        if name == "verify":
+            verify_bundle(**values)
+            return 0
+        return run_bundle(**values)
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - mapped as the typer path does
+        return _exit_code(exc, run=name == "run")
+
+
+def main() -> None:
+    """The ``kit`` script."""
+    code = dispatch(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
+    from kit.cli.main import main as typer_main
+
+    typer_main()

@@ -1,0 +1,48 @@
+"""`bench/run.py --quick` runs end to end and writes every figure's row.
+
+No timing is asserted here (the machine running the tests is busy with
+them); docs/BENCHMARKS.md records real runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["quick"] is True
+    assert report["machine"]["cores"] >= 1
+    figures = [r["figure"] for r in report["rows"]]
+    for needle in (
+        "verify + open one bundle in-process",
+        "peer: PyJWT",
+        "`kit verify BUNDLE`, whole process",
+        "`kit run BUNDLE -- true`",
+        "issue one bundle in-process",
+        "bundle size",
+        "QR frames",
+        "reconcile",
+    ):
+        assert any(needle in f for f in figures), needle
+    timed = [r for r in report["rows"] if r.get("stats")]
+    for row in timed:
+        for stat in row["stats"].values():
+            assert 0 < stat["min_s"] <= stat["median_s"] <= stat["max_s"]
+    ratios = {r["figure"]: r["ratio"] for r in report["rows"]}
+    assert ratios["bundle size, 64-byte secret and two commands"] > 1
+    assert "figure" in done.stdout and "JSON:" in done.stdout

@@ -1,0 +1,282 @@
+"""The typer-free hot path for ``kit verify`` and ``kit run`` (kit/cli/fast.py).
+
+Its option table must be the one typer builds (derived here from the click
+commands, so the two cannot drift), it must leave everything it does not
+fully understand to typer, it must behave exactly as the typer path does,
+and it must not load typer, pydantic, rich or the signer and auditor code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+from conftest import CHILD, KIT, TASK, World, child_argv, quote
+
+from kit.cli import fast
+from kit.cli.main import app
+
+TYPER_PATH = "import sys; sys.argv[0] = 'kit'; from kit.cli.main import app; app()"
+
+
+def click_table(name: str) -> fast.CommandSpec:
+    """The grammar of ``kit NAME`` as typer defines it, in fast.py's terms."""
+    group = typer.main.get_command(app)
+    cmd = group.commands[name]  # type: ignore[attr-defined]
+    options: dict[str, tuple[str, str]] = {}
+    required: list[str] = []
+    envvars: list[tuple[str, str]] = []
+    defaults: list[tuple[str, Any]] = []
+    arguments: list[str] = []
+    rest = None
+    for p in cmd.params:
+        if p.param_type_name == "argument":
+            assert p.nargs in (1, -1), p.name
+            if p.nargs == 1:
+                arguments.append(p.name)
+            else:
+                assert p.required, "the fast path refuses an empty command"
+                rest = p.name
+            continue
+        assert not p.secondary_opts, f"{p.name}: --no-... flags are not handled"
+        kind = fast.FLAG if p.is_flag else fast.MULTIPLE if p.multiple else fast.VALUE
+        for opt in p.opts:
+            assert opt.startswith("--"), f"{opt}: short options are not handled"
+            options[opt] = (p.name, kind)
+        if p.required:
+            required.append(p.name)
+        if p.envvar:
+            envvars.append((p.name, p.envvar))
+        if p.default not in (None, False, ()):
+            defaults.append((p.name, p.default))
+    assert len(arguments) == 1
+    return fast.CommandSpec(
+        argument=arguments[0],
+        options=options,
+        required=tuple(required),
+        rest=rest,
+        envvars=tuple(envvars),
+        defaults=tuple(defaults),
+    )
+
+
+@pytest.mark.parametrize("name", sorted(fast.COMMANDS))
+def test_fast_table_is_typers(name: str) -> None:
+    assert fast.COMMANDS[name] == click_table(name)
+
+
+def test_fast_path_covers_the_host_hot_path_only() -> None:
+    assert set(fast.COMMANDS) == {"verify", "run"}
+
+
+# -- the parser: what it takes, and what it leaves to typer ---------------------
+
+
+def test_parse_accepts_the_plain_spellings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KIT_HOME", raising=False)
+    got = fast.parse(
+        "verify",
+        ["b.kit", "--task", "t", "--dataset=a", "--dataset", "b", "--json"],
+    )
+    assert got == {
+        "bundle": "b.kit",
+        "task": "t",
+        "command": None,
+        "dataset": ["a", "b"],
+        "deliver": None,
+        "home": None,
+        "json_out": True,
+    }
+    got = fast.parse("run", ["--home", "/h", "b", "--task=t", "--", "sh", "--", "-c"])
+    assert got is not None
+    assert got["home"] == Path("/h")
+    assert got["command"] == ["sh", "--", "-c"]
+    assert got["deliver"] == "env"
+    assert got["yes"] is False
+    assert got["keep_env"] is None
+
+
+def test_parse_reads_kit_home_as_click_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIT_HOME", "/from/env")
+    got = fast.parse("verify", ["b", "--task", "t"])
+    assert got is not None and got["home"] == Path("/from/env")
+    got = fast.parse("verify", ["b", "--task", "t", "--home", "/flag"])
+    assert got is not None and got["home"] == Path("/flag")
+    monkeypatch.setenv("KIT_HOME", "")  # empty: as if unset
+    got = fast.parse("verify", ["b", "--task", "t"])
+    assert got is not None and got["home"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("verify", ["b", "--task", "t", "--help"]),
+        ("verify", ["b"]),  # --task missing
+        ("verify", ["--task", "t"]),  # bundle missing
+        ("verify", ["a", "b", "--task", "t"]),  # two positionals
+        ("verify", ["b", "--task", "--json"]),  # value looks like an option
+        ("verify", ["b", "--task"]),  # value missing
+        ("verify", ["b", "--task", "t", "--bogus"]),
+        ("verify", ["b", "--tas", "t"]),  # no abbreviations
+        ("verify", ["b", "--task", "t", "--json=1"]),
+        ("verify", ["b", "--task", "t", "--", "x"]),
+        ("verify", ["b", "--task", "t", "--home", ""]),
+        ("verify", ["-", "--task", "t"]),
+        ("run", ["b", "--task", "t", "true"]),  # no '--'
+        ("run", ["b", "--task", "t", "--"]),  # empty command
+        ("run", ["b", "x", "--task", "t", "--", "true"]),
+        ("run", ["b", "--task", "t", "--yes=no", "--", "true"]),
+        ("run", ["b", "--task", "t", "-h", "--", "true"]),
+    ],
+)
+def test_parse_leaves_the_rest_to_typer(name: str, args: list[str]) -> None:
+    assert fast.parse(name, args) is None
+
+
+def test_dispatch_ignores_other_commands() -> None:
+    assert fast.dispatch([]) is None
+    assert fast.dispatch(["--debug", "verify", "b", "--task", "t"]) is None
+    assert fast.dispatch(["issue", "--task", "t"]) is None
+
+
+# -- behaviour: the same through either path ------------------------------------
+
+
+def run_kit(
+    args: list[str], *, typer_path: bool, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    prog = [sys.executable, "-c", TYPER_PATH] if typer_path else [str(KIT)]
+    return subprocess.run(
+        [*prog, *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+
+
+def same_both_ways(
+    args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    a = run_kit(args, typer_path=False, env=env)
+    b = run_kit(args, typer_path=True, env=env)
+    assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr)
+    return a
+
+
+def test_verify_is_the_same_both_ways(world: World, tmp_path: Path) -> None:
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(max_uses=3).data)
+    home = str(world.host_home("build-01"))
+    common = [str(bundle), "--home", home]
+    ok = same_both_ways(["verify", *common, "--task", TASK])
+    assert ok.returncode == 0 and "would be released" in ok.stderr
+    done = same_both_ways(["verify", *common, "--task", TASK, "--json"])
+    assert '"ok": true' in done.stdout
+    done = same_both_ways(["verify", *common, "--task", "other", "--json"])
+    assert done.returncode == 1 and "wrong-task" in done.stdout
+    done = same_both_ways(["verify", *common, "--task", TASK, "--command", "rm -rf"])
+    assert done.returncode == 1 and "command-not-allowed" in done.stderr
+    allowed = quote(CHILD)
+    done = same_both_ways(["verify", *common, "--task", TASK, "--command", allowed])
+    assert done.returncode == 0
+    done = same_both_ways(["verify", *common, "--task", TASK, "--command", "'x"])
+    assert done.returncode == 2
+    done = same_both_ways(["verify", *common, "--task", TASK, "--deliver", "mail"])
+    assert done.returncode == 2
+    done = same_both_ways(["verify", *common, "--task", TASK, "--dataset", "pii"])
+    assert done.returncode == 1
+    gone = ["verify", str(tmp_path / "missing.kit"), "--home", home, "--task", TASK]
+    assert same_both_ways(gone).returncode != 0
+    by_env = same_both_ways(
+        ["verify", str(bundle), "--task", TASK], env={"KIT_HOME": home}
+    )
+    assert by_env.returncode == 0
+    nohome = ["verify", str(bundle), "--task", TASK, "--home", str(tmp_path / "no")]
+    assert same_both_ways(nohome).returncode == 5
+
+
+def test_run_is_the_same_both_ways(world: World, tmp_path: Path) -> None:
+    home = str(world.host_home("build-01"))
+    outputs = []
+    for typer_path in (False, True):
+        issued = world.issue(max_uses=1)
+        bundle = tmp_path / f"b-{typer_path}.kit"
+        bundle.write_bytes(issued.data)
+        out = tmp_path / f"out-{typer_path}"
+        args = ["run", str(bundle), "--task", TASK, "--home", home, "--"]
+        first = run_kit([*args, *child_argv(out, 7)], typer_path=typer_path)
+        assert out.read_bytes() == issued.secret
+        again = run_kit([*args, *child_argv(out, 0)], typer_path=typer_path)
+        refused = run_kit(
+            ["run", str(bundle), "--task", "x", "--home", home, "--", "true"],
+            typer_path=typer_path,
+        )
+        outputs.append(
+            [
+                (p.returncode, p.stdout, norm(p.stderr, issued.claims.bundle_id, out))
+                for p in (first, again, refused)
+            ]
+        )
+    assert outputs[0] == outputs[1]
+    (first_rc, _, _), (again_rc, _, _), (refused_rc, _, _) = outputs[0]
+    assert (first_rc, again_rc, refused_rc) == (7, 120, 120)
+
+
+def norm(text: str, bundle_id: str, out: Path) -> str:
+    return (
+        re.sub(r"[0-9]{4}-[0-9-]+[T ][0-9:]+Z", "T", text)
+        .replace(bundle_id, "B")
+        .replace(str(out), "OUT")
+    )
+
+
+def test_fallbacks_reach_typer(world: World, tmp_path: Path) -> None:
+    helped = run_kit(["verify", "--help"], typer_path=False)
+    assert helped.returncode == 0 and "--task" in helped.stdout
+    bogus = run_kit(["verify", "b", "--task", "t", "--bogus"], typer_path=False)
+    assert bogus.returncode == 2 and "No such option" in bogus.stderr
+
+
+# -- the hot path loads only what it uses ---------------------------------------
+
+PROBE = """
+import sys
+from kit.cli.fast import dispatch
+code = dispatch(sys.argv[1:])
+heavy = sorted(
+    m for m in sys.modules
+    if m.split(".")[0] in ("typer", "click", "pydantic", "rich")
+    or m.startswith(("kit.cli.common", "kit.cli.main", "kit.cli.signer_cmds",
+                     "kit.audit", "kit.signer"))
+)
+print(code, heavy)
+"""
+
+
+def test_hot_path_loads_no_cli_framework(world: World, tmp_path: Path) -> None:
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(max_uses=2).data)
+    home = str(world.host_home("build-01"))
+    for args in (
+        ["verify", str(bundle), "--task", TASK, "--home", home],
+        ["run", str(bundle), "--task", TASK, "--home", home, "--", *CHILD, "/dev/null"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, *args],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+        assert done.stdout.strip() == "0 []", done.stderr
