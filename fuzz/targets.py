@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kit import qr
 from kit.crypto.seal import SealingKey, seal
-from kit.crypto.sign import SigningKey
+from kit.crypto.sign import SigningKey, key_id
 from kit.encoding import encode
-from kit.formats import bundle, enrollment, manifest, receipt, trustroot
+from kit.errors import FormatError
+from kit.formats import (
+    bundle,
+    enrollment,
+    ledger_export,
+    manifest,
+    receipt,
+    revocation,
+    trustroot,
+)
 from kit.formats.envelope import seal_envelope, verify_envelope
 from kit.host.verifier import authenticate
 
@@ -113,6 +123,60 @@ def _check_batch(data: bytes) -> None:
     verify_envelope(cp.envelope, _RECEIPT_KEYS, threshold=1, what="checkpoint")
 
 
+_ISSUERS = {ISSUER.key_id: ISSUER.public_key}
+
+
+def _revocation_list() -> bytes:
+    return revocation.sign_list(
+        "fuzz",
+        3,
+        NOW,
+        NOW + 3600,
+        [revocation.Entry("bundle", "0" * 32), revocation.Entry("env", "dev")],
+        ISSUER,
+    )
+
+
+def _load_list(data: bytes) -> None:
+    revocation.load_list(data, _ISSUERS, 1)
+
+
+def _ledger_export() -> bytes:
+    host = ledger_export.ExportedHost(
+        "h1", "prod", HOST_RECEIPTS.public_key, key_id(HOST_HPKE.public_key), NOW
+    )
+    export = ledger_export.LedgerExport(
+        "fuzz", 1, bytes(32), NOW, 1, 0, (host,), (), ()
+    )
+    return ledger_export.sign_export(export, ISSUER)
+
+
+def _open_export(data: bytes) -> None:
+    ledger_export.open_export(data, _ISSUERS, 1)
+
+
+def _qr_frames() -> bytes:
+    """The frames of a receipt batch (deterministic, unlike a bundle's HPKE
+    sealing), one per line, as a camera would read them."""
+    return "\n".join(qr.encode_frames(_batch(), frame_bytes=200)).encode()
+
+
+def _read_frames(data: bytes) -> None:
+    """The QR frame parser and reassembler: every line is a frame as decoded
+    from an image; a complete message must match its id. Only a correct,
+    complete message yields an object."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("QR frame text is not UTF-8") from None
+    frames = [qr.parse_frame(line) for line in text.split("\n")]
+    first = frames[0]
+    whole = qr.Reassembler(first.message, first.total)
+    for f in frames:
+        whole.add(f)
+    whole.result()
+
+
 TARGETS: dict[str, tuple[Callable[[bytes], object], bytes]] = {
     "bundle": (_open_bundle, _bundle()),
     "trust-root": (trustroot.load_trust_root, ROOT.envelope.raw),
@@ -120,4 +184,7 @@ TARGETS: dict[str, tuple[Callable[[bytes], object], bytes]] = {
     "receipt": (_check_receipt, _receipt(1, receipt.GENESIS)),
     "receipt-batch": (_check_batch, _batch()),
     "manifest": (manifest.parse, manifest.render({"a.kit": "0" * 64})),
+    "revocation-list": (_load_list, _revocation_list()),
+    "ledger-export": (_open_export, _ledger_export()),
+    "qr-frames": (_read_frames, _qr_frames()),
 }
