@@ -1,27 +1,31 @@
-"""The README walk-through runs as written, so it cannot drift from kit."""
+"""The README walk-through runs as written, so it cannot drift from kit.
+
+It shares the parser and the environment of tests/docrunner.py with the
+guides' examples, but runs as one plain script: the README shows refusals
+next to successes in one block and carries no doctest directives.
+"""
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
+from docrunner import PRELUDE, ROOT, environment, parse
 
 
 def test_walk_through_runs_as_written(tmp_path: Path) -> None:
-    text = (ROOT / "README.md").read_text()
-    walk = text[text.index("## Walk-through") :]
-    script = "\n".join(re.findall(r"```sh\n(.*?)```", walk, re.S))
+    readme = ROOT / "README.md"
+    start = readme.read_text().splitlines().index("## Walk-through")
+    blocks = [b for b in parse(readme) if b.lang == "sh" and b.line > start]
+    script = PRELUDE + "\n".join(b.text for b in blocks)
     script = script.replace("/path/to/kit/.venv/bin", str(Path(sys.executable).parent))
     script = script.replace("/path/to/kit", str(ROOT))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
     done = subprocess.run(
         ["bash", "-c", script],
         cwd=tmp_path,
-        env=env,
+        env=environment(tmp_path),
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=300,
@@ -41,3 +45,6 @@ def test_walk_through_runs_as_written(tmp_path: Path) -> None:
     ):
         assert expected in out, f"{expected!r} missing from the walk-through:\n{out}"
     assert "Traceback" not in out and "error:" not in out
+    # Every kit line of the walk-through ran.
+    invoked = (tmp_path / ".kit-invocations").read_text().splitlines()
+    assert len(invoked) >= sum(len(b.kit_lines()) for b in blocks)
