@@ -11,7 +11,23 @@ from __future__ import annotations
 
 
 class KitError(Exception):
-    """Root of every error kit raises on purpose."""
+    """Root of every error kit raises on purpose.
+
+    ``evidence`` is the refused input, when there is one, so that a host can
+    record its digest in a denial receipt.
+    """
+
+    evidence: bytes = b""
+
+
+def restated(exc: KitError, where: object, evidence: bytes = b"") -> KitError:
+    """The same kind of error (so the same exit code and reason code), its
+    message prefixed with where it happened and suffixed "nothing imported"."""
+    new = exc.__class__.__new__(exc.__class__)
+    new.__dict__.update(exc.__dict__)
+    new.args = (f"{where}: {exc}; nothing imported",)
+    new.evidence = evidence or exc.evidence
+    return new
 
 
 class UsageError(KitError):

@@ -6,13 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import World
+from conftest import T0, World
+from hypothesis import given
+from hypothesis import strategies as st
 
-from kit.errors import MediaError
+from kit.errors import FormatError, KitError, MediaError, UnauthenticatedError
 from kit.formats import manifest
 from kit.media import read_media, write_media
 
@@ -212,25 +216,39 @@ def _bad_files(world: World) -> dict[str, dict[str, bytes]]:
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "kind", "reason"),
     [
-        "untrusted-signer",
-        "truncated-bundle",
-        "flipped-byte",
-        "foreign-trust-root",
-        "not-a-kit-file",
+        ("untrusted-signer", UnauthenticatedError, "unauthenticated"),
+        ("truncated-bundle", FormatError, "malformed"),
+        ("flipped-byte", UnauthenticatedError, "unauthenticated"),
+        ("foreign-trust-root", FormatError, "malformed"),
+        ("not-a-kit-file", MediaError, "unreadable"),
     ],
 )
-def test_import_is_all_or_nothing(world: World, tmp_path: Path, bad: str) -> None:
+def test_import_is_all_or_nothing(
+    world: World, tmp_path: Path, bad: str, kind: type[KitError], reason: str
+) -> None:
+    """A refused import keeps the kind of its cause (so kit verify's exit
+    code), stages nothing and leaves a denial receipt (action "import") with
+    the digest of the refused file."""
     folder = tmp_path / "usb"
-    _import_media(world, folder, _bad_files(world)[bad])
+    files = _bad_files(world)[bad]
+    _import_media(world, folder, files)
     host = world.host()
     try:
-        with pytest.raises(MediaError, match=r"refused|nothing imported"):
-            host.import_media(folder)
+        with pytest.raises(kind, match="nothing imported") as err:
+            host.import_media(folder, now=T0)
     finally:
         host.close()
     assert _inbox(world) == []
+    (denial,) = world.receipts()
+    assert (denial.event, denial.action, denial.reason) == ("deny", "import", reason)
+    assert denial.detail == str(err.value)
+    # A chain of roots names no single file; a name kit does not import is
+    # refused before its bytes are read.
+    if bad not in ("foreign-trust-root", "not-a-kit-file"):
+        ((_, refused),) = files.items()
+        assert denial.bundle_digest == hashlib.sha256(refused).digest()
 
 
 def test_import_stages_every_bundle(world: World, tmp_path: Path) -> None:
@@ -238,7 +256,7 @@ def test_import_stages_every_bundle(world: World, tmp_path: Path) -> None:
     ids = _import_media(world, folder, {})
     host = world.host()
     try:
-        staged = host.import_media(folder).staged
+        staged = host.import_media(folder, now=T0).staged
     finally:
         host.close()
     assert sorted(v.claims.bundle_id for v in staged) == ids
@@ -250,9 +268,10 @@ def test_cli_import_is_all_or_nothing(world: World, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     _import_media(world, bad, _bad_files(world)["untrusted-signer"])
     proc = world.kit("import", bad, "--home", home)
-    assert proc.returncode == 4, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # as kit verify of the same bundle
     assert b"nothing imported" in proc.stderr
     assert _inbox(world) == []
+    assert [r.action for r in world.receipts()] == ["import"]
 
     tampered = tmp_path / "tampered"
     _import_media(world, tampered, {})
@@ -270,3 +289,138 @@ def test_cli_import_is_all_or_nothing(world: World, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert sorted(b["bundle_id"] for b in json.loads(proc.stdout)) == ids
     assert _inbox(world) == [f"{b}.kit" for b in ids]
+
+
+# -- hardening (issue 9): devices, untouched media, durable writes ------------
+
+
+def _device(m: Path) -> None:
+    os.mknod(m / "bundle-a.kit.dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+
+
+def _device_listed(m: Path) -> None:
+    (m / "bundle-a.kit").unlink()
+    os.mknod(m / "bundle-a.kit", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [
+        (_device, "bundle-a.kit.dev: not a regular file"),
+        (_device_listed, "bundle-a.kit: not a regular file"),
+    ],
+    ids=["device-unlisted", "device-listed"],
+)
+def test_device_file_is_refused_naming_it(
+    media: Path, tamper: Callable[[Path], None], why: str
+) -> None:
+    tamper(media)  # /dev/null's numbers: reading it would "succeed" empty
+    with pytest.raises(MediaError) as err:
+        read_media(media)
+    assert str(media) in str(err.value) and why in str(err.value)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int, int, bytes]]:
+    """Every entry's mode, size, mtime and content (atime is not compared:
+    a read may update it, and nothing trusts it)."""
+    out = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        st = entry.stat(follow_symlinks=False)
+        data = Path(entry.path).read_bytes() if entry.is_file() else b""
+        out[entry.name] = (st.st_mode, st.st_size, st.st_mtime_ns, data)
+    return out
+
+
+def test_reading_media_modifies_nothing(world: World, tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    _import_media(world, good, {})
+    bad = tmp_path / "bad"
+    _import_media(world, bad, _bad_files(world)["untrusted-signer"])
+    before = {f: (_snapshot(f), os.stat(f).st_mtime_ns) for f in (good, bad)}
+    read_media(good)
+    host = world.host()
+    try:
+        host.import_media(good, now=T0)
+        with pytest.raises(UnauthenticatedError):
+            host.import_media(bad, now=T0)
+    finally:
+        host.close()
+    for folder in (good, bad):  # and through the CLI, refused or not
+        world.kit("import", folder, "--home", world.host_home("build-01"))
+    after = {f: (_snapshot(f), os.stat(f).st_mtime_ns) for f in (good, bad)}
+    assert after == before
+
+
+def test_file_times_on_media_are_never_trusted(media: Path) -> None:
+    """FAT keeps local time at 2 s resolution: any times read the same."""
+    for path in media.iterdir():
+        os.utime(path, (0, 0))
+    assert read_media(media) == FILES
+    for path in media.iterdir():
+        os.utime(path, (4_000_000_000, 4_000_000_000))
+    assert read_media(media) == FILES
+
+
+def test_write_is_temp_fsync_rename_dir_fsync_then_read_back(
+    media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_open = os.fsync, os.replace, os.open
+    names: dict[int, str] = {}
+
+    def open_(path: Any, flags: int, *a: Any) -> int:
+        fd = real_open(path, flags, *a)
+        names[fd] = Path(path).name
+        if flags & os.O_CREAT:
+            events.append(("create", Path(path).name))
+        return fd
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", names.get(fd, "?")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(("rename", f"{Path(src).name}>{Path(dst).name}"))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_media(media, {"bundle-c.kit": b"charlie"})
+    monkeypatch.undo()
+    tmp = f".bundle-c.kit.tmp-{os.getpid()}"
+    assert events[:4] == [
+        ("create", tmp),
+        ("fsync", tmp),
+        ("rename", f"{tmp}>bundle-c.kit"),
+        ("fsync", media.name),
+    ]
+    assert events[-2:] == [
+        ("rename", f".{manifest.NAME}.tmp-{os.getpid()}>SHA256SUMS"),
+        ("fsync", media.name),
+    ]
+    assert read_media(media) == {**FILES, "bundle-c.kit": b"charlie"}
+    assert not [p for p in media.iterdir() if p.name.startswith(".")]
+
+
+def test_write_that_reads_back_differently_is_refused(
+    media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stick that acknowledges writes it does not keep is caught at once."""
+    import kit.fsutil
+
+    real = kit.fsutil.read_regular
+    monkeypatch.setattr(
+        kit.fsutil, "read_regular", lambda p, cap, what: real(p, cap, what)[:-1] + b"?"
+    )
+    with pytest.raises(MediaError, match="read-back differs"):
+        write_media(media, {"bundle-c.kit": b"charlie"})
+
+
+@given(st.text(min_size=1, max_size=120))
+def test_written_names_are_unique_case_insensitively(name: str) -> None:
+    """Names come from a fixed lowercase alphabet, so no two accepted names can
+    collide on case-insensitive media (FAT, exFAT)."""
+    if manifest.FILE_RE.fullmatch(name):
+        assert name == name.lower() and name.isascii()
+        assert "/" not in name and not name.startswith(".")

@@ -537,3 +537,39 @@ def test_cli_run_command_not_found(world: World, tmp_path: Path) -> None:
         i.claims.bundle_id,
     )
     assert world.uses() == []
+
+
+def test_secret_an_env_variable_cannot_carry_is_refused_before_use(
+    world: World, tmp_path: Path
+) -> None:
+    """A NUL byte cannot be put in an environment variable: ``--deliver env``
+    is refused with a reason before the use is counted; fd delivery works."""
+    secret = b"tok\0en"
+    i = world.issue(secret=secret, max_uses=1)
+    out = tmp_path / "child-saw"
+    home = world.host_home("build-01")
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(i.data)
+    proc = world.kit(
+        "verify", bundle, "--task", TASK, "--deliver", "env", "--home", home
+    )
+    assert proc.returncode == 1, proc.stderr
+    proc = world.kit(
+        "run", bundle, "--task", TASK, "--home", home, "--", *child_argv(out)
+    )
+    assert proc.returncode == RUN_EXIT[DeniedError], proc.stderr
+    assert b"[delivery-not-possible]" in proc.stderr and b"NUL byte" in proc.stderr
+    assert not out.exists(), "the child ran"
+    assert [(r.action, r.reason) for r in world.receipts()] == [
+        ("verify", "delivery-not-possible"),
+        ("run", "delivery-not-possible"),
+    ]
+    assert world.uses() == [], "a refusal must consume nothing"
+    host = world.host()
+    try:
+        release = host.authorize(
+            i.data, task=TASK, command=child_argv(out), now=T0, delivery="fd"
+        )
+    finally:
+        host.close()
+    assert release.secret == secret

@@ -9,7 +9,7 @@ import pytest
 from conftest import T0, TASK, World, child_argv
 
 from kit.crypto.sign import SigningKey
-from kit.errors import DeniedError, FormatError, MediaError
+from kit.errors import DeniedError, FormatError, MediaError, UnauthenticatedError
 from kit.formats.revocation import Entry, load_list, sign_list
 from kit.media import write_media
 
@@ -20,7 +20,7 @@ def _carry(world: World, data: bytes, folder: Path) -> None:
     write_media(folder, {"revocations.kit": data})
     host = world.host()
     try:
-        host.import_media(folder)
+        host.import_media(folder, now=T0)
     finally:
         host.close()
 
@@ -123,7 +123,7 @@ def test_list_by_a_non_revoker_or_malformed_is_refused(
 ) -> None:
     thief = SigningKey.generate()
     forged = sign_list(world.signer.root.name, 5, T0, T0 + HOUR, [], thief)
-    with pytest.raises(MediaError, match="not validly signed"):
+    with pytest.raises(UnauthenticatedError, match="not validly signed"):
         _carry(world, forged, tmp_path / "forged")
     bad = sign_list(
         world.signer.root.name,
@@ -135,7 +135,7 @@ def test_list_by_a_non_revoker_or_malformed_is_refused(
     )
     with pytest.raises(FormatError):
         load_list(bad, world.signer.root.keys_for("revoker"))
-    with pytest.raises(MediaError, match="revocation bundle"):
+    with pytest.raises(FormatError, match="revocation bundle"):
         _carry(world, bad, tmp_path / "bad")
     host = world.host()
     try:
@@ -213,7 +213,7 @@ def test_list_whose_revoker_left_the_root_blocks_releases_until_replaced(
     write_media(usb, {**world.signer.root_history(), "revocations.kit": listed})
     host = world.host()
     try:
-        host.import_media(usb)
+        host.import_media(usb, now=T0)
         assert host.revocations is not None and host.revocations.version == 7
     finally:
         host.close()
@@ -221,7 +221,7 @@ def test_list_whose_revoker_left_the_root_blocks_releases_until_replaced(
     write_media(tmp_path / "usb2", world.signer.root_history())
     host = world.host()
     try:
-        host.import_media(tmp_path / "usb2")
+        host.import_media(tmp_path / "usb2", now=T0)
     finally:
         host.close()
     exc = _refused(world, world.issue().data, tmp_path)  # the host still opens

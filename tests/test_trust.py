@@ -10,7 +10,7 @@ from conftest import PASSPHRASE, T0, TASK, World, child_argv
 
 from kit import encoding
 from kit.crypto.sign import SigningKey
-from kit.errors import DeniedError, MediaError, UsageError
+from kit.errors import DeniedError, FormatError, UnauthenticatedError, UsageError
 from kit.formats.bundle import parse_bundle
 from kit.formats.pubkey import load_public_key_file
 from kit.formats.trustroot import KeySpec, sign_trust_root
@@ -43,7 +43,7 @@ def _carry_roots(world: World, tmp_path: Path, name: str = "usb") -> Path:
     write_media(usb, world.signer.root_history())
     host = world.host()
     try:
-        host.import_media(usb)
+        host.import_media(usb, now=T0)
     finally:
         host.close()
     return usb
@@ -120,8 +120,10 @@ def test_signer_alone_cannot_change_approvers_once_there_are_some(
     write_media(usb, {f"trust-root-v{new.version:06d}.kit": data})
     host = world.host()
     try:
-        with pytest.raises(MediaError, match="2 approver\\(s\\) of v4 must co-sign"):
-            host.import_media(usb)
+        with pytest.raises(
+            UnauthenticatedError, match="2 approver\\(s\\) of v4 must co-sign"
+        ):
+            host.import_media(usb, now=T0)
         assert host.root.version == 4
     finally:
         host.close()
@@ -229,8 +231,8 @@ def test_skipped_version_is_refused(world: World, tmp_path: Path) -> None:
     write_media(usb, history)
     host = world.host()
     try:
-        with pytest.raises(MediaError, match="does not follow v1"):
-            host.import_media(usb)
+        with pytest.raises(FormatError, match="does not follow v1"):
+            host.import_media(usb, now=T0)
         assert host.root.version == 1
     finally:
         host.close()
@@ -251,8 +253,8 @@ def test_root_signed_only_by_new_keys_is_refused(world: World, tmp_path: Path) -
     write_media(usb, {"trust-root-v000002.kit": forged})
     host = world.host()
     try:
-        with pytest.raises(MediaError, match="needs 1 root signature"):
-            host.import_media(usb)
+        with pytest.raises(UnauthenticatedError, match="needs 1 root signature"):
+            host.import_media(usb, now=T0)
         assert host.root.version == 1
     finally:
         host.close()
@@ -266,7 +268,7 @@ def test_fork_and_rollback(world: World, tmp_path: Path) -> None:
     write_media(old, {"trust-root-v000001.kit": v1})
     host = world.host()
     try:
-        host.import_media(old)  # an older version changes nothing
+        host.import_media(old, now=T0)  # an older version changes nothing
         assert host.root.version == 2
     finally:
         host.close()
@@ -282,8 +284,8 @@ def test_fork_and_rollback(world: World, tmp_path: Path) -> None:
     write_media(fork, {"trust-root-v000002.kit": other})
     host = world.host()
     try:
-        with pytest.raises(MediaError, match="is not the pinned one"):
-            host.import_media(fork)
+        with pytest.raises(FormatError, match="is not the pinned one"):
+            host.import_media(fork, now=T0)
     finally:
         host.close()
 
@@ -478,8 +480,8 @@ def test_root_signed_only_by_the_old_keys_is_refused(
     write_media(usb, {"trust-root-v000002.kit": old_only})
     host = world.host()
     try:
-        with pytest.raises(MediaError):
-            host.import_media(usb)
+        with pytest.raises(UnauthenticatedError, match="nothing imported"):
+            host.import_media(usb, now=T0)
         assert host.root.version == 1
     finally:
         host.close()

@@ -8,15 +8,16 @@ from typing import Annotated
 import typer
 
 from kit import __version__
+from kit.cli.audit_cmds import audit_app, ledger_app, reconcile_cmd
 from kit.cli.common import STATE
 from kit.cli.host_cmds import host_app, receipts_app, run, verify
 from kit.cli.host_cmds import import_cmd as import_media
 from kit.cli.policy_cmds import inventory, policy_app
+from kit.cli.qr_cmds import qr_app
 from kit.cli.signer_cmds import (
     enroll,
     export,
     issue,
-    reconcile_cmd,
     retire,
     revoke,
     signer_app,
@@ -28,7 +29,7 @@ app = typer.Typer(
     help="Narrow, short-lived credentials for offline hosts, with signed receipts.\n\n"
     "Operator: kit signer init; kit enroll REQ; kit issue ...; kit export --to DIR\n\n"
     "Host: kit host init ...; kit import DIR; kit run ID --task T -- CMD\n\n"
-    "Auditor: kit reconcile DIR...",
+    "Auditor: kit audit init --trust ROOT; kit reconcile DIR...",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -39,6 +40,9 @@ app.add_typer(receipts_app, name="receipts")
 app.add_typer(policy_app, name="policy")
 app.add_typer(trust_app, name="trust")
 app.add_typer(approver_app, name="approver")
+app.add_typer(audit_app, name="audit")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(qr_app, name="qr")
 app.command("enroll")(enroll)
 app.command("issue")(issue)
 app.command("approve")(approve)
@@ -77,4 +81,7 @@ def root(
 
 
 def main() -> None:
+    """typer's entry point. The ``kit`` script starts at kit.cli.fast.main,
+    which runs the host's hot path (verify, run) without importing this
+    module, and calls this for everything else."""
     app()

@@ -33,7 +33,7 @@ BATCH_CAP = 64 * 1024 * 1024
 MAX_BATCH = 100_000
 GENESIS = bytes(32)
 EVENTS = ("release", "deny", "exit")
-ACTIONS = ("run", "verify")
+ACTIONS = ("run", "verify", "import")
 MAX_SEQ = 1 << 62
 # A receipt records what was asked, which may be any argv: empty arguments
 # are allowed here (unlike in bundle claims); longer ones are cut by the host.

@@ -27,6 +27,7 @@ from kit.errors import (
     KitError,
     MediaError,
     UnauthenticatedError,
+    restated,
 )
 from kit.formats import receipt as rfmt
 from kit.formats.bundle import CAP as BUNDLE_CAP
@@ -149,6 +150,16 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def _check_deliverable(secret: bytes, delivery: str | None) -> None:
+    """Refuse, before any use is counted, a secret the delivery cannot carry."""
+    if delivery == "env" and b"\0" in secret:
+        raise DeniedError(
+            "delivery-not-possible",
+            "the secret holds a NUL byte, which an environment variable cannot "
+            "carry; use --deliver fd, file or stdin",
+        )
+
+
 def reason_code(exc: KitError) -> str:
     if isinstance(exc, DeniedError):
         return exc.code
@@ -169,6 +180,7 @@ class Host:
             check_private(home / f)
         for p in (home, home / ROOT_FILE, home / STATE_FILE):
             check_not_writable_by_others(p)
+        check_private(home / STATE_FILE)  # use counts, clock floor, journal
         self._sealing = SealingKey(read_regular(home / HPKE_KEY, 32, "host key"))
         self._signing = SigningKey(read_regular(home / RECEIPT_KEY, 32, "receipt key"))
         self.root = load_trust_root(
@@ -376,7 +388,10 @@ class Host:
             verified = authenticate(data, self.root, approvals=False)
             check_approvals(verified.bundle, verified.claims, self.root)
             self._scope(verified, request, now)
-            self._sealing.open(verified.bundle.sealed, verified.bundle.seal_info)
+            secret = self._sealing.open(
+                verified.bundle.sealed, verified.bundle.seal_info
+            )
+            _check_deliverable(secret, delivery)
             spent = self.state.uses(verified.claims.bundle_id)
             if len(spent) >= verified.claims.max_uses:
                 raise self._exhausted(verified, spent)
@@ -424,6 +439,7 @@ class Host:
             secret = self._sealing.open(
                 verified.bundle.sealed, verified.bundle.seal_info
             )
+            _check_deliverable(secret, delivery)
             program = resolve(command) if resolve is not None else command[0]
             spent = self.state.uses(c.bundle_id)  # ask no one about a spent bundle
             if len(spent) >= c.max_uses:
@@ -579,16 +595,82 @@ class Host:
 
     # -- media ----------------------------------------------------------------
 
-    def import_media(self, folder: Path) -> ImportResult:
+    def import_media(self, folder: Path, *, now: int) -> ImportResult:
         """Stage the bundles on the media that are for this host: all of them,
         or nothing at all.
 
-        Every bundle must authenticate against the pinned root, and a trust
-        root on the media must be the pinned one (rotation comes later).
-        Bundles for other hosts and receipt batches (one stick may serve
-        several hosts and carry receipts back) are skipped and named.
+        A folder of QR images (FORMAT.md 13.3) is read by
+        :meth:`import_qr_images`; any other folder must carry a SHA256SUMS
+        manifest (FORMAT.md 10). A refusal keeps the kind of the error that
+        caused it (so the exit code of ``kit verify``), names the file, and
+        is recorded in a denial receipt (action "import") with the digest of
+        the refused file, or of nothing when no one file is at fault.
         """
-        files = read_media(folder, _host_cap)
+        from kit import qr  # Pillow and zxing-cpp load only for QR folders
+
+        try:
+            if qr.is_image_folder(folder):
+                return self.import_qr_images(folder)
+            return self.import_files(folder, read_media(folder, _host_cap))
+        except (FormatError, UnauthenticatedError, DeniedError, MediaError) as exc:
+            if not str(exc).endswith("nothing imported"):  # e.g. from read_media
+                exc.args = (f"{exc}; nothing imported",)
+            self._deny(
+                exc,
+                now=now,
+                action="import",
+                data=exc.evidence,
+                verified=None,
+                request=Request("", None),
+            )
+            raise
+
+    def import_qr_images(self, folder: Path) -> ImportResult:
+        """Decode every image, rebuild every object (each one complete and
+        matching its message id), name it as ``kit export`` would and import
+        the lot by :meth:`import_files`. Images with no QR code are named in
+        ``skipped``; an incomplete or inconsistent message refuses it all."""
+        from kit import qr
+
+        try:
+            report = qr.collect_images(qr.image_paths([folder]))
+            objects = report.collector.results()
+        except FormatError as exc:
+            # frames missing or inconsistent: the media, not an object, is bad
+            raise MediaError(f"{folder}: {exc}; nothing imported") from None
+        files: dict[str, bytes] = {}
+        for mid, data in objects.items():
+            try:
+                name = qr.media_name(data, mid)
+            except MediaError as exc:
+                raise MediaError(
+                    f"{folder}: QR message {mid[:8]}: {exc}; nothing imported"
+                ) from None
+            if name in files:
+                raise MediaError(
+                    f"{folder}: two different objects would both be {name}; "
+                    "nothing imported"
+                )
+            if len(data) > _host_cap(name):
+                raise FormatError(
+                    f"{folder}: QR message {mid[:8]} is {len(data)} bytes, over the "
+                    f"{_host_cap(name)}-byte cap of {name}"
+                )
+            files[name] = data
+        result = self.import_files(folder, files)
+        empty = [f"{p.name} (no QR code found)" for p in report.empty]
+        return ImportResult(
+            result.staged, empty + result.skipped, result.pinned, result.revocation
+        )
+
+    def import_files(self, folder: Path, files: dict[str, bytes]) -> ImportResult:
+        """Import media files already read, by name (FORMAT.md 10).
+
+        Every bundle must authenticate against the pinned root, and a trust
+        root on the media must extend the pinned one (4.3). Bundles for other
+        hosts and receipt batches (one stick may serve several hosts and carry
+        receipts back) are skipped and named.
+        """
         chain = self._root_chain(folder, files)
         root = chain[-1] if chain else self.root
         staged: dict[str, Verified] = {}
@@ -601,11 +683,12 @@ class Host:
                 skipped.append(f"{name} (a receipt batch, for the signer)")
                 continue
             if not (name.startswith("bundle-") and name.endswith(".kit")):
-                raise MediaError(f"{path}: not a file kit imports; nothing imported")
+                not_ours = MediaError("not a file kit imports")
+                raise restated(not_ours, path, data)
             try:  # approvals are counted when the bundle is used
                 v = authenticate(data, root, approvals=False)
             except (FormatError, UnauthenticatedError, DeniedError) as exc:
-                raise MediaError(f"{path}: {exc}; nothing imported") from None
+                raise restated(exc, path, data) from None
             c = v.claims
             if c.host != self.identity.name or c.host_key != self.identity.hpke_key_id:
                 skipped.append(f"{name} (for host {c.host})")
@@ -637,13 +720,11 @@ class Host:
                 try:
                     found.append(load_trust_root(data))
                 except (FormatError, UnauthenticatedError) as exc:
-                    raise MediaError(
-                        f"{folder / name}: {exc}; nothing imported"
-                    ) from None
+                    raise restated(exc, folder / name, data) from None
         try:
             return successors(self.root, found)
         except (FormatError, UnauthenticatedError) as exc:
-            raise MediaError(f"{folder}: {exc}; nothing imported") from None
+            raise restated(exc, folder) from None
 
     def _newer_revocations(
         self, folder: Path, files: dict[str, bytes], root: TrustRoot
@@ -657,34 +738,37 @@ class Host:
         try:
             new = load_list(data, root.keys_for("revoker"), root.thresholds["revoker"])
         except (FormatError, UnauthenticatedError) as exc:
-            raise MediaError(
-                f"{folder / REVOCATIONS}: {exc}; nothing imported"
-            ) from None
-        if new.name != root.name:
-            raise MediaError(
-                f"{folder / REVOCATIONS}: a revocation list of {new.name!r}, not "
-                f"{root.name!r}; nothing imported"
-            )
-        floor = int((self.state.get("revocation_version") or b"0").decode())
-        if new.version < floor:
-            raise MediaError(
-                f"{folder / REVOCATIONS}: revocation list v{new.version} is older "
-                f"than v{floor} already taken in (rollback); nothing imported"
-            )
-        held = self.revocations
-        if held is not None:
-            if new.version < held.version:
+            raise restated(exc, folder / REVOCATIONS, data) from None
+        try:
+            if new.name != root.name:
+                raise MediaError(
+                    f"{folder / REVOCATIONS}: a revocation list of {new.name!r}, not "
+                    f"{root.name!r}; nothing imported"
+                )
+            floor = int((self.state.get("revocation_version") or b"0").decode())
+            if new.version < floor:
                 raise MediaError(
                     f"{folder / REVOCATIONS}: revocation list v{new.version} is older "
-                    f"than v{held.version} in force (rollback); nothing imported"
+                    f"than v{floor} already taken in (rollback); nothing imported"
                 )
-            if new.version == held.version:
-                if new.digest != held.digest:
+            held = self.revocations
+            if held is not None:
+                if new.version < held.version:
                     raise MediaError(
-                        f"{folder / REVOCATIONS}: a different revocation list "
-                        f"v{new.version}; nothing imported"
+                        f"{folder / REVOCATIONS}: revocation list v{new.version} is "
+                        f"older than v{held.version} in force (rollback); "
+                        "nothing imported"
                     )
-                return None
+                if new.version == held.version:
+                    if new.digest != held.digest:
+                        raise MediaError(
+                            f"{folder / REVOCATIONS}: a different revocation list "
+                            f"v{new.version}; nothing imported"
+                        )
+                    return None
+        except MediaError as exc:
+            exc.evidence = data  # the refused list's digest goes in the receipt
+            raise
         return new
 
     def _pin(self, new: TrustRoot) -> None:
