@@ -3,6 +3,8 @@ atomic durable writes (temp file, fsync, rename, directory fsync)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -19,9 +21,9 @@ def read_regular(path: Path, cap: int, what: str) -> bytes:
     except FileNotFoundError:
         raise MediaError(f"{what} {path}: no such file") from None
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: the final component is a symlink
+        if exc.errno == errno.ELOOP:  # the final component is a symlink
             raise MediaError(f"{what} {path}: is a symbolic link; refused") from None
-        raise MediaError(f"{what} {path}: cannot open ({exc.strerror})") from None
+        raise MediaError(f"{what} {path}: cannot open ({os_reason(exc)})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # a FIFO or device holds no valid object
@@ -43,28 +45,50 @@ def read_regular(path: Path, cap: int, what: str) -> bytes:
             raise FormatError(f"{what} {path}: grew past the {cap}-byte cap while read")
         return data
     except OSError as exc:
-        raise MediaError(f"{what} {path}: read failed ({exc.strerror})") from None
+        raise MediaError(f"{what} {path}: read failed ({os_reason(exc)})") from None
     finally:
         os.close(fd)
 
 
+def os_reason(exc: OSError) -> str:
+    """The OS's reason in words, e.g. "read-only file system", "no space left
+    on device" (never the whole exception: it may repeat a path twice)."""
+    return (exc.strerror or type(exc).__name__).lower()
+
+
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    """Make a rename in ``path`` durable; MediaError names the folder and the
+    OS's reason when the folder cannot be opened or synced."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise MediaError(f"cannot sync folder {path}: {os_reason(exc)}") from None
     try:
         os.fsync(fd)
+    except OSError as exc:
+        raise MediaError(f"cannot sync folder {path}: {os_reason(exc)}") from None
     finally:
         os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically and durably, then read it back."""
+    """Write ``data`` to ``path`` atomically and durably, then read it back.
+
+    Any OS failure (a read-only file system, a full or pulled stick) raises
+    MediaError naming ``path`` and the OS's reason; the temporary file is then
+    removed if possible, and a failure to remove it (on a read-only file
+    system, say) never hides the first error. ``path`` itself is untouched
+    unless the rename happened.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    created = False
     try:
         fd = os.open(
             tmp,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
             mode,
         )
+        created = True
         try:
             view = memoryview(data)
             while view:
@@ -73,17 +97,25 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
-        if read_regular(path, len(data), "written file") != data:
-            raise MediaError(f"{path}: read-back differs from what was written")
+        created = False
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise MediaError(f"cannot write {path} ({exc.strerror})") from None
+        if created:  # never remove a file this call did not create
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise MediaError(f"cannot write {path}: {os_reason(exc)}") from None
+    fsync_dir(path.parent)
+    if read_regular(path, len(data), "written file") != data:
+        raise MediaError(f"{path}: read-back differs from what was written")
 
 
 def ensure_private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+    """Create ``path`` (mode 700) if needed; HomeError names the folder and the
+    OS's reason when it cannot be created or restricted."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise HomeError(f"cannot create folder {path}: {os_reason(exc)}") from None
 
 
 def check_private(path: Path) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kit.errors import FormatError, MediaError
 from kit.formats import manifest
-from kit.fsutil import atomic_write, read_regular
+from kit.fsutil import atomic_write, os_reason, read_regular
 
 FILE_CAP = 64 * 1024 * 1024
 TOTAL_CAP = 256 * 1024 * 1024
@@ -42,13 +42,64 @@ def _read_manifest(folder: Path) -> dict[str, str]:
         raise MediaError(f"{path}: {exc}") from None
 
 
+def _strays(
+    folder: Path, entries: dict[str, str], incoming: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, str]]:
+    """Yield (entry path, why) for each folder entry a reader refuses: a
+    symbolic link, anything not a regular file, a file the manifest does not
+    list (unless it is in ``incoming``, about to be written and listed), or
+    two names that differ only by case. The manifest itself is not an entry."""
+    seen: dict[str, str] = {}
+    try:
+        found = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise MediaError(
+            f"{folder}: cannot list the folder ({os_reason(exc)})"
+        ) from None
+    for entry in found:
+        if entry.name == manifest.NAME:
+            continue
+        if entry.is_symlink():
+            yield entry.path, "is a symbolic link"
+        elif not entry.is_file(follow_symlinks=False):
+            yield entry.path, "not a regular file"
+        elif entry.name not in entries and entry.name not in incoming:
+            yield entry.path, f"not listed in {manifest.NAME}"
+        elif entry.name.lower() in seen:
+            yield entry.path, f"collides with {seen[entry.name.lower()]} by case"
+        seen.setdefault(entry.name.lower(), entry.name)
+
+
+def _check_listed(folder: Path, entries: dict[str, str], keep: list[str]) -> None:
+    """Refuse, naming it, a listed file (one this write leaves in place) that
+    is missing or no longer matches its manifest digest."""
+    for name in keep:
+        try:
+            data = read_regular(folder / name, FILE_CAP, "media file")
+        except (MediaError, FormatError) as exc:
+            raise MediaError(f"{exc}; nothing written") from None
+        if hashlib.sha256(data).hexdigest() != entries[name]:
+            raise MediaError(
+                f"{folder / name}: does not match its digest in {manifest.NAME}, "
+                "so a reader would refuse this folder; nothing written"
+            )
+
+
 def write_media(folder: Path, files: dict[str, bytes]) -> list[Path]:
-    """Write ``files`` atomically and extend the folder's manifest."""
+    """Write ``files`` atomically and extend the folder's manifest.
+
+    Before any byte is written, the folder must hold nothing a reader
+    (:func:`read_media`) would refuse: only kit's own files, listed in its
+    SHA256SUMS (a file of the same name as one written now is replaced). A
+    folder also holding, say, ``System Volume Information``, ``.Trash-1000`` or
+    an unlisted ``notes.txt`` is refused (MediaError naming them): writing
+    there would make media that kit then refuses to read.
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MediaError(
-            f"{folder}: cannot create the folder ({exc.strerror})"
+            f"{folder}: cannot create the folder ({os_reason(exc)})"
         ) from None
     _check_folder(folder)
     entries = _read_manifest(folder)
@@ -62,6 +113,16 @@ def write_media(folder: Path, files: dict[str, bytes]) -> list[Path]:
         if clash is not None and clash != name:
             raise MediaError(f"{name} collides with {clash} on case-insensitive media")
         taken[name.lower()] = name
+    strays = list(_strays(folder, entries, frozenset(files)))
+    if strays:
+        shown = "; ".join(f"{Path(p).name} ({why})" for p, why in strays[:5])
+        more = f"; and {len(strays) - 5} more" if len(strays) > 5 else ""
+        raise MediaError(
+            f"{folder}: holds {len(strays)} entr{'y' if len(strays) == 1 else 'ies'} "
+            f"kit would refuse when reading it back: {shown}{more}; nothing "
+            f"written. Write to an empty subfolder instead (e.g. {folder / 'kit'})"
+        )
+    _check_listed(folder, entries, sorted(set(entries) - set(files)))
     written = []
     for name, data in sorted(files.items()):
         atomic_write(folder / name, data)
@@ -84,20 +145,8 @@ def read_media(
     if not os.path.lexists(folder / manifest.NAME):
         raise MediaError(f"{folder}: no {manifest.NAME} manifest; refused")
     entries = _read_manifest(folder)
-    seen: dict[str, str] = {}
-    for entry in os.scandir(folder):
-        if entry.name == manifest.NAME:
-            continue
-        if entry.is_symlink():
-            raise MediaError(f"{entry.path}: is a symbolic link; refused")
-        if not entry.is_file(follow_symlinks=False):
-            raise MediaError(f"{entry.path}: not a regular file; refused")
-        if entry.name not in entries:
-            raise MediaError(f"{entry.path}: not listed in {manifest.NAME}; refused")
-        other = seen.get(entry.name.lower())
-        if other is not None:
-            raise MediaError(f"{entry.path}: collides with {other} by case; refused")
-        seen[entry.name.lower()] = entry.name
+    for path, why in _strays(folder, entries):
+        raise MediaError(f"{path}: {why}; refused")
     out: dict[str, bytes] = {}
     total = 0
     for name, digest in sorted(entries.items()):

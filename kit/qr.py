@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import re
 import stat
@@ -44,7 +45,7 @@ MAX_OBJECT = 1 << 20  # inflated object, whatever its type
 MAX_MESSAGES = 64  # distinct messages one collection may hold
 MAX_IMAGES = 2000
 IMAGE_CAP = 32 * 1024 * 1024  # bytes of one image file
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = 25_000_000  # a 24-megapixel phone photo fits; decoding costs ~4 B/px
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EC_LEVELS = ("M", "Q", "H")
 _ALPHANUMERIC: Literal[2] = 2  # qrcode.util.MODE_ALPHA_NUM
@@ -94,6 +95,31 @@ def kind_of(obj: bytes) -> tuple[str, str | None]:
     if label in KINDS:
         return KINDS[label], label
     return "unknown object", None
+
+
+def crossing_kind(obj: bytes, what: object) -> str:
+    """The kind of ``obj`` when it is a kit object that crosses the gap (a
+    label of :data:`KINDS`); FormatError otherwise, naming ``what``.
+
+    Anyone who sees a QR code can read it, so ``kit qr encode`` takes only
+    these kinds unless told otherwise (``--any-bytes``): a signer key, a
+    passphrase file or a secret never becomes a picture by a slip of the
+    keyboard. Routing only: the signature is not checked here.
+    """
+    kind, known = kind_of(obj)
+    if known is not None:
+        return kind
+    label = peek_label(obj, MAX_OBJECT)
+    what_it_is = (
+        f"a {label} object, which does not cross the gap"
+        if label is not None and label.startswith("kit/")
+        else "not a kit object that crosses the gap"
+    )
+    raise FormatError(
+        f"{what}: {what_it_is}; refused. kit qr encode carries "
+        f"{', '.join(KINDS.values())}: anyone who sees the codes can read "
+        "them. Pass --any-bytes to encode other bytes on purpose"
+    )
 
 
 def encode_frames(obj: bytes, frame_bytes: int = DEFAULT_FRAME_BYTES) -> list[str]:
@@ -473,30 +499,58 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def read_image(path: Path) -> list[str]:
-    """Every QR code zxing-cpp finds in the image at ``path``, as text."""
-    import io
+    """Every QR code zxing-cpp finds in the image at ``path``, as text.
 
+    Raises FormatError naming the image when it is not a readable PNG or
+    JPEG, or is over :data:`IMAGE_CAP` bytes or :data:`MAX_PIXELS` pixels
+    (FORMAT.md 13.2): the read is then refused as a whole, never continued
+    without it. The pixel count comes from the header, before any pixel is
+    decoded.
+    """
     import zxingcpp
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
     data = read_regular(path, IMAGE_CAP, "image")
+    where = f"image {path}"
     try:
-        with PILImage.open(io.BytesIO(data)) as img:
-            if img.format not in ("PNG", "JPEG"):
-                raise FormatError(f"image {path}: {img.format} is not PNG or JPEG")
-            if img.width * img.height > MAX_PIXELS:
-                raise FormatError(
-                    f"image {path}: {img.width}x{img.height} pixels is over the "
-                    f"{MAX_PIXELS}-pixel cap"
-                )
-            gray = img.convert("L")
-    except (UnidentifiedImageError, OSError, PILImage.DecompressionBombError):
-        raise FormatError(f"image {path}: not a readable PNG or JPEG image") from None
+        img = _open_unchecked(PILImage, io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise FormatError(f"{where}: not a PNG or JPEG image{_AGAIN}") from None
+    with img:
+        if img.width * img.height > MAX_PIXELS:
+            raise FormatError(
+                f"{where}: {img.width}x{img.height} = {img.width * img.height:,} "
+                f"pixels, over the {MAX_PIXELS:,}-pixel cap; remove it or scale "
+                "it down, then read again"
+            )
+        try:
+            gray = img.convert("L")  # decodes the pixels
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated, corrupt
+            raise FormatError(
+                f"{where}: not a readable {img.format} image ({exc}){_AGAIN}"
+            ) from None
     found = zxingcpp.read_barcodes(
         gray, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
     )
     return [b.text for b in found if b.valid]
+
+
+_AGAIN = "; remove it or take it again, then read again"
+
+
+def _open_unchecked(pil: Any, stream: io.BytesIO) -> Image:
+    """Open a PNG or JPEG lazily (header only) with Pillow's own pixel guard
+    off: it would refuse a large image with its own limit and no size, or
+    only warn. :func:`read_image` checks :data:`MAX_PIXELS` itself before
+    any pixel is decoded."""
+    guard = pil.MAX_IMAGE_PIXELS
+    pil.MAX_IMAGE_PIXELS = None
+    try:
+        img: Image = pil.open(stream, formats=("PNG", "JPEG"))
+        return img
+    finally:
+        pil.MAX_IMAGE_PIXELS = guard
 
 
 def image_paths(targets: Iterable[Path]) -> list[Path]:

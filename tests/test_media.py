@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import T0, World
+from conftest import T0, TASK, World, child_argv
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -424,3 +424,187 @@ def test_written_names_are_unique_case_insensitively(name: str) -> None:
     if manifest.FILE_RE.fullmatch(name):
         assert name == name.lower() and name.isascii()
         assert "/" not in name and not name.startswith(".")
+
+
+def test_a_fresh_export_does_not_undo_approvals_staged(
+    world: World, tmp_path: Path
+) -> None:
+    """An approver signs the copy on the stick; the signer's next export
+    carries the copy without that approval. The host keeps the approved one,
+    and still takes a copy with more approvals over one with fewer."""
+    from kit import encoding
+    from kit.formats.envelope import parse_envelope
+
+    key = world.add_approver()
+    issued = world.issue()
+    env = parse_envelope(issued.data, label="kit/bundle/v1", cap=1 << 16, what="b")
+    sigs = [[kid, sig] for kid, sig in env.signatures]
+    sigs.append([key.key_id, key.sign(env.label, env.body)])
+    approved = encoding.encode([env.label, env.body, sigs])
+    name = f"bundle-{issued.claims.bundle_id}.kit"
+    staged = world.host_home("build-01") / "inbox" / f"{issued.claims.bundle_id}.kit"
+
+    def carry(folder: Path, data: bytes) -> list[str]:
+        write_media(folder, {**world.signer.root_history(), name: data})
+        host = world.host()
+        try:
+            return host.import_media(folder, now=T0).skipped
+        finally:
+            host.close()
+
+    assert carry(tmp_path / "plain", issued.data) == []
+    assert carry(tmp_path / "approved", approved) == []
+    assert staged.read_bytes() == approved  # more approvals replace fewer
+    skipped = carry(tmp_path / "re-export", issued.data)
+    assert skipped == [
+        f"{name} (the staged copy has 1 approval(s) this one lacks; kept it)"
+    ]
+    assert staged.read_bytes() == approved
+
+
+# -- writing only media that reads back (write_media refuses strays) ----------
+
+
+def _system_folder(m: Path) -> None:
+    (m / "System Volume Information").mkdir()  # Windows, on every FAT stick
+
+
+def _trash(m: Path) -> None:
+    (m / ".Trash-1000").mkdir()  # a Linux desktop's deleted files
+
+
+def _leftover_request(m: Path) -> None:
+    (m / "enroll.kit").write_bytes(b"an enrollment request left behind")
+
+
+def _notes(m: Path) -> None:
+    (m / "notes.txt").write_bytes(b"remember the milk")
+
+
+def _temp_of_a_crashed_write(m: Path) -> None:
+    (m / ".bundle-c.kit.tmp-99999").write_bytes(b"half")
+
+
+STRAYS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "system-volume-information": (
+        _system_folder,
+        "System Volume Information (not a regular file)",
+    ),
+    "trash": (_trash, ".Trash-1000 (not a regular file)"),
+    "leftover-request": (_leftover_request, "enroll.kit (not listed in SHA256SUMS)"),
+    "notes": (_notes, "notes.txt (not listed in SHA256SUMS)"),
+    "crashed-write": (_temp_of_a_crashed_write, ".bundle-c.kit.tmp-99999 (not"),
+    "symlink": (_symlink_unlisted, "passwd.kit (is a symbolic link)"),
+    "fifo": (_fifo, "pipe.kit (not a regular file)"),
+    "missing-listed-file": (_missing_listed, "bundle-b.kit: no such file"),
+    "digest-mismatch": (_digest_mismatch, "bundle-a.kit: does not match its digest"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRAYS))
+def test_write_refuses_a_folder_the_reader_would_refuse(media: Path, name: str) -> None:
+    """Before a byte is written, not after kit import refuses the stick."""
+    tamper, why = STRAYS[name]
+    tamper(media)
+    with pytest.raises(MediaError):
+        read_media(media)  # the reader's verdict, which the writer anticipates
+    before = _snapshot(media)
+    with pytest.raises(MediaError) as err:
+        write_media(media, {"bundle-c.kit": b"charlie"})
+    message = str(err.value)
+    assert why in message and "nothing written" in message
+    if name not in ("missing-listed-file", "digest-mismatch"):
+        assert message.startswith(f"{media}: holds 1 entry kit would refuse")
+        assert f"empty subfolder instead (e.g. {media / 'kit'})" in message
+    assert _snapshot(media) == before  # nothing added, nothing replaced
+
+
+def test_write_names_every_stray(tmp_path: Path) -> None:
+    folder = tmp_path / "stick"
+    folder.mkdir()
+    for n in range(7):
+        (folder / f"photo-{n}.jpg").write_bytes(b"")
+    (folder / "System Volume Information").mkdir()
+    with pytest.raises(MediaError) as err:
+        write_media(folder, {"bundle-a.kit": b"a"})
+    assert "holds 8 entries" in str(err.value)
+    assert "System Volume Information (not a regular file)" in str(err.value)
+    assert "and 3 more" in str(err.value)
+    assert sorted(p.name for p in folder.iterdir())[0] == "System Volume Information"
+    assert not (folder / "bundle-a.kit").exists()
+    assert not (folder / manifest.NAME).exists()
+    # The suggested subfolder works, and reads back.
+    write_media(folder / "kit", {"bundle-a.kit": b"a"})
+    assert read_media(folder / "kit") == {"bundle-a.kit": b"a"}
+
+
+def test_rewriting_kit_s_own_files_still_works(media: Path) -> None:
+    """kit export to the same stick again replaces its files by name; a
+    receipt batch or ledger export adds to what is there; an unlisted file
+    under a name written now (a write cut short before the manifest) is
+    replaced and listed."""
+    write_media(media, {"bundle-a.kit": b"alpha, newer"})
+    assert read_media(media) == FILES | {"bundle-a.kit": b"alpha, newer"}
+    (media / "bundle-c.kit").write_bytes(b"cut short")
+    write_media(media, {"bundle-c.kit": b"charlie"})
+    assert read_media(media)["bundle-c.kit"] == b"charlie"
+
+
+def test_cli_export_refuses_a_stick_with_strays_then_exports_twice(
+    world: World, tmp_path: Path
+) -> None:
+    usb = tmp_path / "uf3"
+    (usb / "System Volume Information").mkdir(parents=True)
+    proc = world.kit("export", "--home", world.signer_home, "--to", usb)
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    assert "System Volume Information (not a regular file)" in err
+    assert f"empty subfolder instead (e.g. {usb / 'kit'})" in err
+    assert sorted(p.name for p in usb.iterdir()) == ["System Volume Information"]
+
+    sub = usb / "kit"
+    for _ in range(2):  # the same stick twice: kit's own files are replaced
+        proc = world.kit("export", "--home", world.signer_home, "--to", sub)
+        assert proc.returncode == 0, proc.stderr
+    home = world.host_home("build-01")
+    proc = world.kit("import", sub, "--home", home)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_cli_receipts_export_refuses_a_folder_with_notes(
+    world: World, tmp_path: Path
+) -> None:
+    home = world.host_home("build-01")
+    host = world.host()
+    try:
+        # one release receipt to export
+        host.authorize(
+            world.issue().data, task=TASK, command=child_argv(tmp_path / "a"), now=T0
+        )
+    finally:
+        host.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_bytes(b"batch for Monday")
+    proc = world.kit("receipts", "export", "--home", home, "--to", out)
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    assert "notes.txt (not listed in SHA256SUMS)" in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    # Nothing counted as exported: the same receipts go out on the next try,
+    # and a second batch is appended next to the first.
+    clean = tmp_path / "clean"
+    proc = world.kit("receipts", "export", "--home", home, "--to", clean)
+    assert proc.returncode == 0, proc.stderr
+    [first] = [p.name for p in clean.glob("receipts-*.kit")]
+    assert first.endswith("-0000000001-0000000001.kit")
+    host = world.host()
+    try:
+        host.authorize(
+            world.issue().data, task=TASK, command=child_argv(tmp_path / "b"), now=T0
+        )
+    finally:
+        host.close()
+    proc = world.kit("receipts", "export", "--home", home, "--to", clean)
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_media(clean)) == 2

@@ -10,6 +10,7 @@ import hashlib
 import json
 import random
 import shutil
+import struct
 import subprocess
 import sys
 import zlib
@@ -20,7 +21,7 @@ import pytest
 from conftest import DAY, T0, TASK, World, child_argv
 from PIL import Image, ImageFilter
 
-from kit import qr
+from kit import encoding, qr
 from kit.crypto.sign import SigningKey
 from kit.errors import FormatError, MediaError
 from kit.formats.pubkey import make_public_key_file
@@ -98,7 +99,7 @@ def test_frame_counts_documented_in_docs(world: World, tmp_path: Path) -> None:
     """docs/qr.md: a typical bundle is one frame, a 100-receipt batch about
     20 at the default frame size."""
     assert len(qr.encode_frames(world.issue().data)) == 1
-    batch = _batch(world, tmp_path, 50)
+    batch = _batch(world, tmp_path / "r", 50)
     n = len(qr.encode_frames(batch))
     assert 15 <= n <= 25, n
     assert len(qr.encode_frames(batch, 300)) > n
@@ -275,7 +276,7 @@ def test_not_an_image_and_empty_folder(world: World, tmp_path: Path) -> None:
     bad.write_bytes(b"not a png at all")
     proc = _kit(world, "qr", "decode", bad, "--out", tmp_path / "o")
     assert proc.returncode == 3
-    assert "not a readable PNG or JPEG image" in proc.stderr.decode()
+    assert "bad.png: not a PNG or JPEG image" in proc.stderr.decode()
     (tmp_path / "empty").mkdir()
     proc = _kit(world, "qr", "decode", tmp_path / "empty", "--out", tmp_path / "o")
     assert proc.returncode == 4
@@ -467,9 +468,11 @@ def test_import_refuses_incomplete_and_foreign_kinds(
     paths = _pngs(batch, scans)
     paths[1].unlink()
     proc = _kit(world, "import", scans, "--home", home)
-    assert proc.returncode == 4
+    assert proc.returncode == 3  # FORMAT.md 13.2, as kit qr decode
     assert "missing 2" in proc.stderr.decode()
     assert "nothing imported" in proc.stderr.decode()
+    denial = world.receipts()[-1]
+    assert (denial.action, denial.reason) == ("import", "malformed")
     enroll = (home / "enrollment.kit").read_bytes()
     folder = _qr_media(world, tmp_path / "s2", [enroll, world.issue().data])
     proc = _kit(world, "import", folder, "--home", home)
@@ -526,3 +529,184 @@ def test_library_bounds() -> None:
     noise = random.Random(1).randbytes(150_000)  # incompressible
     with pytest.raises(FormatError, match="frames, over the 1000-frame cap"):
         qr.encode_frames(noise, 100)
+
+
+# -- what kit qr encode takes, and what it never overwrites --------------------
+
+
+def test_encode_refuses_keys_and_secrets_unless_any_bytes(
+    world: World, tmp_path: Path
+) -> None:
+    """Anyone who sees a QR code can read it: a key or a secret file is not
+    turned into pictures by a slip of the keyboard."""
+    token = tmp_path / "token.txt"
+    token.write_bytes(b"ghp_the-deploy-token\n")
+    ledger = tmp_path / "ledger.kit"  # an enveloped kit object that stays home
+    ledger.write_bytes(encoding.encode(["kit/ledger-export/v1", b"body", []]))
+    frames, sheet = tmp_path / "frames", tmp_path / "sheet.pdf"
+    cases = [
+        (world.signer_home / "signer.key", "not a kit object that crosses the gap"),
+        (
+            world.host_home("build-01") / "hpke.key",
+            "not a kit object that crosses the gap",
+        ),
+        (token, "not a kit object that crosses the gap"),
+        (ledger, "a kit/ledger-export/v1 object, which does not cross the gap"),
+    ]
+    for src, why in cases:
+        assert src.exists(), src
+        proc = _kit(world, "qr", "encode", src, "--out", frames, "--pdf", sheet)
+        err = proc.stderr.decode()
+        assert proc.returncode == 3, err
+        assert f"{src}: {why}; refused" in err and "--any-bytes" in err
+        assert not frames.exists() and not sheet.exists()  # nothing written
+    proc = _kit(world, "qr", "encode", token, "--out", frames, "--any-bytes")
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "warning:" in err and "anyone who sees the codes can read it" in err
+    out = tmp_path / "back.txt"
+    proc = _kit(world, "qr", "decode", frames, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == token.read_bytes()
+    # A kit object that crosses needs no flag and draws no warning.
+    src = tmp_path / "b.kit"
+    src.write_bytes(world.issue().data)
+    proc = _kit(world, "qr", "encode", src, "--out", tmp_path / "f2", "--any-bytes")
+    assert proc.returncode == 0 and b"warning" not in proc.stderr
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_encode_and_decode_never_overwrite_without_force(
+    world: World, tmp_path: Path
+) -> None:
+    src = tmp_path / "b.kit"
+    src.write_bytes(world.issue().data)
+    # The tester's slip: --pdf naming the signer key instead of a new file.
+    key = tmp_path / "S" / "signer.key"
+    key.parent.mkdir()
+    key.write_bytes((world.signer_home / "signer.key").read_bytes())
+    kept = key.read_bytes()
+    frames = tmp_path / "frames"
+    proc = _kit(world, "qr", "encode", src, "--out", frames, "--pdf", key)
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    assert f"{key} already exists; nothing written" in err and "--force" in err
+    assert key.read_bytes() == kept and not frames.exists()
+
+    # The same object again into the same folder: identical frames, no error
+    # (kit export writes the trust root twice, under two names).
+    assert _kit(world, "qr", "encode", src, "--out", frames).returncode == 0
+    before = _files(frames)
+    assert _kit(world, "qr", "encode", src, "--out", frames).returncode == 0
+    assert _files(frames) == before
+    # Other pictures under the same names (here EC H) are refused, then forced.
+    proc = _kit(world, "qr", "encode", src, "--out", frames, "--ec", "H")
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    [name] = before
+    assert f"{frames / name} already exists; nothing written" in err
+    assert _files(frames) == before
+    proc = _kit(world, "qr", "encode", src, "--out", frames, "--ec", "H", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert _files(frames) != before
+    sheet = tmp_path / "sheet.pdf"
+    sheet.write_bytes(b"last week's sheet")
+    proc = _kit(world, "qr", "encode", src, "--pdf", sheet, "--force")
+    assert proc.returncode == 0 and sheet.read_bytes().startswith(b"%PDF")
+
+    # kit qr decode --out: checked before any image is read.
+    proc = _kit(world, "qr", "decode", frames, "--out", key)
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    assert f"{key} already exists; nothing read or written" in err
+    assert key.read_bytes() == kept
+    other = tmp_path / "old.kit"
+    other.write_bytes(b"old")
+    proc = _kit(world, "qr", "decode", frames, "--out", other, "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert other.read_bytes() == src.read_bytes()
+
+
+# -- images that cannot be read: the whole read is refused, naming why --------
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body)
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with a few
+    bytes of pixel data: cheap to make, enormous if ever decoded."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(bytes(64)))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _jpeg_claiming(width: int, height: int, tmp: Path) -> bytes:
+    """A real small JPEG with its frame header (SOF0) rewritten."""
+    Image.new("L", (16, 16), 255).save(tmp / "small.jpg", format="JPEG")
+    data = bytearray((tmp / "small.jpg").read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_oversized_and_unreadable_images_are_named_with_their_cause(
+    world: World, tmp_path: Path
+) -> None:
+    """FORMAT.md 13.2: a 30000x30000 PNG is refused by its header, before a
+    pixel is decoded, naming the pixel cap (Pillow's own bomb guard used to
+    hide this behind "not a readable image"); a broken image names its
+    format and the fault. An image that cannot be read is never skipped:
+    the read stops, and nothing is written."""
+    issued = world.issue()
+    scans = tmp_path / "scans"
+    _pngs(issued.data, scans)
+    huge = scans / "huge.png"
+    huge.write_bytes(_png_claiming(30000, 30000))
+    out = tmp_path / "o.kit"
+    proc = _kit(world, "qr", "decode", scans, "--out", out)
+    err = proc.stderr.decode()
+    assert proc.returncode == 3, err
+    assert (
+        f"image {huge}: 30000x30000 = 900,000,000 pixels, over the "
+        "25,000,000-pixel cap; remove it or scale it down" in err
+    )
+    assert "Traceback" not in err and not out.exists()
+
+    home = world.host_home("build-01")
+    proc = _kit(world, "import", scans, "--home", home)
+    err = proc.stderr.decode()
+    assert proc.returncode == 3, err
+    assert "over the 25,000,000-pixel cap" in err and "nothing imported" in err
+    assert list((home / "inbox").iterdir()) == []
+    denial = world.receipts()[-1]
+    assert (denial.action, denial.reason) == ("import", "malformed")
+
+    jpeg = tmp_path / "huge.jpg"
+    jpeg.write_bytes(_jpeg_claiming(5001, 5000, tmp_path))
+    with pytest.raises(FormatError, match="5001x5000 = 25,005,000 pixels, over"):
+        qr.read_image(jpeg)
+    good = qr.frame_image(qr.encode_frames(issued.data)[0])
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(qr.png_bytes(good)[:200])
+    with pytest.raises(FormatError, match=r"cut\.png: not a readable PNG image \("):
+        qr.read_image(cut)
+    gif = tmp_path / "photo.png"  # a GIF under a PNG name
+    good.save(gif, format="GIF")
+    with pytest.raises(FormatError, match=r"photo\.png: not a PNG or JPEG image"):
+        qr.read_image(gif)
+    assert qr.read_image(_save(good, tmp_path / "fine.png")) != []
+
+
+def _save(img: Image.Image, path: Path) -> Path:
+    img.save(path)
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,7 @@ import typer
 from kit import qr
 from kit.cli.common import JsonOpt, emit_json, handled, say
 from kit.errors import FormatError, MediaError, UsageError
-from kit.fsutil import atomic_write, read_regular
+from kit.fsutil import atomic_write, os_reason, read_regular
 from kit.media import write_media
 
 qr_app = typer.Typer(
@@ -59,9 +60,33 @@ def encode(
             "cameras.",
         ),
     ] = qr.DEFAULT_FRAME_BYTES,
+    any_bytes: Annotated[
+        bool,
+        typer.Option(
+            "--any-bytes",
+            help="Also encode a file that is not a kit object that crosses the "
+            "gap (for tests, or another kit object such as a ledger export). "
+            "Anyone who sees the codes can read what they carry.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing --pdf file, and frame images in --out that "
+            "differ from the ones written now.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Turn a kit object into QR frames: PNG files, a PDF sheet or the terminal.
+
+    Only a kit object that crosses the gap is taken (bundle, trust root,
+    revocation list, enrollment request, public key, receipt batch): anyone
+    who sees the codes can read them, so a key or a secret file is refused
+    (exit 3) unless --any-bytes. An existing --pdf file, or a frame image in
+    --out that differs from the one written now, is refused (exit 4) unless
+    --force; nothing is written then.
 
     Each frame carries format version, message id (from the object's SHA-256),
     index and total; the caption under each frame (kind, id, frame i of n,
@@ -75,14 +100,24 @@ def encode(
     if ec not in qr.EC_LEVELS:
         raise UsageError(f"--ec {ec!r}: choose one of M, Q, H")
     obj = read_regular(file, qr.MAX_OBJECT, "object")
+    if any_bytes and qr.kind_of(obj)[1] is None:
+        say(
+            f"warning: {file} is not a kit object that crosses the gap; encoding "
+            "it anyway (--any-bytes): anyone who sees the codes can read it"
+        )
+    elif not any_bytes:
+        qr.crossing_kind(obj, file)
     frames = qr.encode_frames(obj, frame_bytes)
     desc = qr.describe(obj)
     n = len(frames)
     captions = [qr.caption(desc, i, n, obj) for i in range(1, n + 1)]
     mid = qr.message_id(obj)
+    # Every destination is checked before anything is written.
+    pngs = _render_pngs(out, mid, frames, ec) if out is not None else {}
+    _refuse_overwrite(pdf, pngs, force)
     written: list[str] = []
     if out is not None:
-        written += [str(p) for p in _write_pngs(out, mid, frames, ec)]
+        written += [str(p) for p in _write_pngs(out, pngs)]
     if pdf is not None:
         say(f"composing a {n}-frame sheet")
         atomic_write(pdf, qr.pdf_sheet(frames, captions, ec))
@@ -103,19 +138,58 @@ def encode(
     say(f"{desc.kind} {desc.ident}: {n} frame(s), message {mid[:8]}, EC {ec}")
 
 
-def _write_pngs(out: Path, mid: str, frames: list[str], ec: str) -> list[Path]:
+def _render_pngs(out: Path, mid: str, frames: list[str], ec: str) -> dict[Path, bytes]:
+    """Each frame's file name in ``out`` and PNG bytes (rendering is
+    deterministic: the same frame at the same EC gives the same bytes)."""
+    n = len(frames)
+    return {
+        out / f"kq-{mid[:8].lower()}-{i:04d}-of-{n:04d}.png": qr.png_bytes(
+            qr.frame_image(text, ec)
+        )
+        for i, text in enumerate(frames, 1)
+    }
+
+
+def _same(path: Path, data: bytes) -> bool:
+    """True when ``path`` is a regular file holding exactly ``data``."""
+    try:
+        return read_regular(path, len(data), "frame image") == data
+    except (MediaError, FormatError):
+        return False
+
+
+def _refuse_overwrite(pdf: Path | None, pngs: dict[Path, bytes], force: bool) -> None:
+    """Refuse (MediaError, exit 4) to replace an existing --pdf file or a frame
+    image that differs from the one about to be written, unless --force. An
+    identical frame image (the same object encoded again) is left as it is."""
+    if force:
+        return
+    taken = [p for p, data in pngs.items() if os.path.lexists(p) and not _same(p, data)]
+    if pdf is not None and os.path.lexists(pdf):
+        taken.append(pdf)
+    if taken:
+        shown = ", ".join(str(p) for p in taken[:5])
+        more = f" and {len(taken) - 5} more" if len(taken) > 5 else ""
+        verb = "exists" if len(taken) == 1 else "exist"
+        raise MediaError(
+            f"{shown}{more} already {verb}; nothing written. Choose another "
+            "name or an empty folder, or pass --force to replace"
+        )
+
+
+def _write_pngs(out: Path, pngs: dict[Path, bytes]) -> list[Path]:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MediaError(f"{out}: cannot create the folder ({exc.strerror})") from None
-    paths = []
-    for i, text in enumerate(frames, 1):
-        path = out / f"kq-{mid[:8].lower()}-{i:04d}-of-{len(frames):04d}.png"
-        atomic_write(path, qr.png_bytes(qr.frame_image(text, ec)))
-        paths.append(path)
-        if len(frames) > 1:
-            say(f"frame {i}/{len(frames)} -> {path}")
-    return paths
+        raise MediaError(
+            f"{out}: cannot create the folder ({os_reason(exc)})"
+        ) from None
+    for i, (path, data) in enumerate(pngs.items(), 1):
+        if not _same(path, data):
+            atomic_write(path, data)
+        if len(pngs) > 1:
+            say(f"frame {i}/{len(pngs)} -> {path}")
+    return list(pngs)
 
 
 def _show(frames: list[str], captions: list[str]) -> None:
@@ -151,6 +225,10 @@ def decode(
             "hold several complete messages."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing --out file."),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Read QR frames from camera images, in any order, and rebuild the object.
@@ -158,7 +236,8 @@ def decode(
     Duplicates are dropped; frames of other messages are set aside, never
     mixed in; frames that contradict each other are refused (exit 3). The
     object's SHA-256 must match the message id. Check the object itself with
-    the command that uses it (kit import, kit enroll, kit reconcile).
+    the command that uses it (kit import, kit enroll, kit reconcile). An
+    existing --out file is refused (exit 4) unless --force.
 
     Example: kit qr decode photos/ --out bundle.kit
 
@@ -168,6 +247,11 @@ def decode(
         raise UsageError("--out and --media exclude each other")
     if out is None and media is None:
         raise UsageError("say where the object goes: --out FILE or --media DIR")
+    if out is not None and not force and os.path.lexists(out):
+        raise MediaError(
+            f"{out} already exists; nothing read or written. Choose another "
+            "name, or pass --force to replace it"
+        )
     paths = qr.image_paths(images)
     report = qr.collect_images(paths, say)
     for path in report.empty:
