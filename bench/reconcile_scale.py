@@ -136,13 +136,18 @@ def main() -> int:
             check=True, env=env, capture_output=True,
         )  # fmt: skip
         inputs = [folder / "ledger", *sorted((folder / "receipts").iterdir())]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t1 = time.perf_counter()
         done = subprocess.run(
             [str(KIT), "reconcile", "--home", str(home), *map(str, inputs)],
             env=env, capture_output=True, check=False,
         )  # fmt: skip
         seconds = time.perf_counter() - t1
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak = usage.ru_maxrss / 1024
+        # CPU time of the reconciling process: steadier than the wall clock
+        # on a shared machine.
+        cpu = (usage.ru_utime + usage.ru_stime) - (before.ru_utime + before.ru_stime)
         if done.returncode not in (0, 1):
             sys.stderr.write(done.stderr.decode())
             return 1
@@ -160,6 +165,7 @@ def main() -> int:
         "generate_seconds": round(generated, 2),
         "reconcile_seconds": round(seconds, 2),
         "receipts_per_second": round(counts["receipts"] / seconds, 1),
+        "reconcile_cpu_seconds": round(cpu, 2),
         "peak_rss_mib": round(peak, 1),
         "exceptions": exceptions,
         "statuses": statuses,

@@ -73,14 +73,105 @@ def encode(obj: Any) -> bytes:
 
 def _sort_maps(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _sort_maps(obj[k]) for k in sorted(obj, key=lambda s: s.encode())}
+        if all(type(k) is str for k in obj):
+            # Code point order is UTF-8 byte order, without encoding each key.
+            order = sorted(obj)
+        else:  # a key that is not text fails here, as it always has
+            order = sorted(obj, key=lambda s: s.encode())
+        return {
+            k: v if type(v) in _SCALARS else _sort_maps(v)
+            for k in order
+            for v in (obj[k],)
+        }
     if isinstance(obj, list | tuple):
-        return [_sort_maps(v) for v in obj]
+        return [v if type(v) in _SCALARS else _sort_maps(v) for v in obj]
     return obj
 
 
 def decode(data: bytes, *, cap: int, what: str) -> Any:
-    """Decode ``data`` strictly. Raises FormatError naming ``what`` on any flaw."""
+    """Decode ``data`` strictly. Raises FormatError naming ``what`` on any flaw.
+
+    Two passes, one fast, one precise. The fast pass decodes without hooks
+    (msgpack builds the maps natively), walks the tree once checking depth,
+    value types and key order (:func:`_plain`), then re-encodes the whole
+    object once and compares bytes: a duplicated key shrinks its map, and
+    any wider form than needed changes the bytes, so both fail the
+    comparison. Anything the fast pass does not accept is decoded again by
+    :func:`_decode_precise`, which refuses it with the exact reason, so the
+    fast pass decides speed only: what is accepted and how a refusal reads
+    are the precise pass's.
+    """
+    if len(data) > cap:
+        raise FormatError(f"{what} is {len(data)} bytes, over the {cap}-byte cap")
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+            max_str_len=cap,
+            max_bin_len=cap,
+            max_array_len=min(cap, 100_000),
+            max_map_len=min(cap, 1_000),
+            max_ext_len=cap,
+        )
+    except _DECODE_ERRORS:
+        pass  # the precise pass below says what is wrong
+    else:
+        if _plain(obj, 0) and msgpack.packb(obj, use_bin_type=True) == data:
+            return obj
+    # The precise pass refuses everything the fast pass did not accept; were
+    # they ever to disagree, its verdict is the one kit has always had.
+    return _decode_precise(data, cap=cap, what=what)
+
+
+# What a decoder may raise for hostile bytes: OutOfData, BufferFull, ExtraData,
+# bad bytes (the C extension and the pure-Python fallback differ), depth.
+_DECODE_ERRORS = (
+    FormatError,
+    msgpack.StackError,
+    RecursionError,
+    ValueError,
+    TypeError,
+    msgpack.UnpackException,
+)
+# The only value types kit formats contain besides arrays and maps.
+_SCALARS = frozenset({str, bytes, int, bool, type(None)})
+
+
+def _plain(obj: Any, depth: int) -> bool:
+    """True when ``obj`` nests at most MAX_DEPTH levels, holds only maps with
+    string keys in strictly increasing order (code point order is UTF-8 byte
+    order), arrays and the scalar types above (so no float, no Timestamp).
+    The recursion stops at MAX_DEPTH, whatever the input's depth."""
+    kind = type(obj)
+    if kind is dict:
+        if obj and depth >= MAX_DEPTH:
+            return False
+        previous = ""
+        first = True
+        for key, value in obj.items():
+            if type(key) is not str or (not first and key <= previous):
+                return False
+            first = False
+            previous = key
+            if type(value) not in _SCALARS and not _plain(value, depth + 1):
+                return False
+        return True
+    if kind is list:
+        if obj and depth >= MAX_DEPTH:
+            return False
+        for value in obj:
+            if type(value) not in _SCALARS and not _plain(value, depth + 1):
+                return False
+        return True
+    return kind in _SCALARS
+
+
+def _decode_precise(data: bytes, *, cap: int, what: str) -> Any:
+    """The reference decoder: every check one at a time, each with its own
+    message. Used to explain a refusal (and by tests as the oracle)."""
     if len(data) > cap:
         raise FormatError(f"{what} is {len(data)} bytes, over the {cap}-byte cap")
     unpacker = msgpack.Unpacker(

@@ -267,9 +267,18 @@ def test_hot_path_loads_no_cli_framework(world: World, tmp_path: Path) -> None:
     bundle = tmp_path / "b.kit"
     bundle.write_bytes(world.issue(max_uses=2).data)
     home = str(world.host_home("build-01"))
-    for args in (
-        ["verify", str(bundle), "--task", TASK, "--home", home],
-        ["run", str(bundle), "--task", TASK, "--home", home, "--", *CHILD, "/dev/null"],
+    verify = ["verify", str(bundle), "--task", TASK, "--home", home]
+    run = ["run", str(bundle), "--task", TASK, "--home", home]
+    for args, code in (
+        (verify, 0),
+        ([*verify, "--command", quote(CHILD)], 0),
+        # Refusals and usage errors are reported without typer too.
+        ([*verify, "--command", "rm -rf /"], 1),
+        ([*verify, "--command", "'unclosed"], 2),
+        (["verify", str(tmp_path / "missing.kit"), "--task", TASK, "--home", home], 4),
+        (["verify", str(bundle), "--task", "other", "--home", home, "--json"], 1),
+        ([*run, "--", *CHILD, "/dev/null"], 0),
+        ([*run, "--", "rm", "-rf", "/"], 120),
     ):
         done = subprocess.run(
             [sys.executable, "-c", PROBE, *args],
@@ -279,4 +288,31 @@ def test_hot_path_loads_no_cli_framework(world: World, tmp_path: Path) -> None:
             timeout=60,
             check=False,
         )
-        assert done.stdout.strip() == "0 []", done.stderr
+        assert done.stdout.splitlines()[-1] == f"{code} []", (args, done.stderr)
+
+
+def test_hot_path_skips_what_verify_does_not_use(world: World, tmp_path: Path) -> None:
+    """A good `kit verify` writes no receipt and starts no child, so it loads
+    neither the receipt format, the runner, the media code nor platformdirs."""
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue().data)
+    home = str(world.host_home("build-01"))
+    probe = (
+        "import sys\n"
+        "from kit.cli.fast import dispatch\n"
+        "code = dispatch(sys.argv[1:])\n"
+        "print(code, sorted(m for m in sys.modules if m in (\n"
+        "    'kit.formats.receipt', 'kit.host.runner', 'kit.media', 'kit.qr',\n"
+        "    'kit.formats.enrollment', 'kit.formats.manifest', 'platformdirs',\n"
+        "    'subprocess', 'json', 'shlex')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "verify", str(bundle), "--task", TASK],
+        env={**os.environ, "KIT_HOME": home},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.strip() == "0 []", done.stderr

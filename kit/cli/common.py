@@ -4,40 +4,61 @@ from __future__ import annotations
 
 import functools
 import getpass
-import json
-import os
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from kit.errors import (
-    DeniedError,
-    FormatError,
-    HomeError,
-    JournalError,
-    KitError,
-    MediaError,
-    UnauthenticatedError,
-    UsageError,
+from kit.cli.plain import (
+    DENIED,
+    HOME,
+    INTERNAL,
+    JOURNAL,
+    MALFORMED,
+    MEDIA,
+    NOT_FOUND,
+    OK,
+    RUN_CODES,
+    USAGE,
+    broken_pipe,
+    emit_json,
+    exit_code,
+    internal,
+    parse_command,
+    refusal,
+    say,
 )
+from kit.errors import FormatError, HomeError, KitError, MediaError, UsageError
 from kit.home import default_home
 
-# The exit-code table (docs/CLI.md#exit-codes). kit run passes the child's own
-# status through and uses RUN_OFFSET + n for its own refusals.
-OK, DENIED, USAGE, MALFORMED, MEDIA, HOME, JOURNAL, INTERNAL = 0, 1, 2, 3, 4, 5, 6, 70
-RUN_CODES = {
-    DENIED: 120,
-    MALFORMED: 121,
-    MEDIA: 122,
-    HOME: 123,
-    JOURNAL: 124,
-    INTERNAL: 125,
-}
-NOT_FOUND = 127
+# The typer-free part lives in kit/cli/plain.py (the hot path shares it);
+# the command modules import all of it from here.
+__all__ = [
+    "DENIED",
+    "HOME",
+    "INTERNAL",
+    "JOURNAL",
+    "MALFORMED",
+    "MEDIA",
+    "NOT_FOUND",
+    "OK",
+    "RUN_CODES",
+    "STATE",
+    "USAGE",
+    "HomeOpt",
+    "JsonOpt",
+    "PassFileOpt",
+    "emit_json",
+    "exit_code",
+    "fail",
+    "handled",
+    "home_path",
+    "parse_command",
+    "read_passphrase",
+    "say",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,45 +92,8 @@ def home_path(home: Path | None) -> Path:
     return home if home is not None else default_home()
 
 
-def say(message: str) -> None:
-    """Human messages go to stderr; stdout is kept for data."""
-    print(message, file=sys.stderr)
-
-
-def emit_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def exit_code(exc: KitError) -> int:
-    if isinstance(exc, DeniedError | UnauthenticatedError):
-        return DENIED
-    if isinstance(exc, FormatError):
-        return MALFORMED
-    if isinstance(exc, MediaError):
-        return MEDIA
-    if isinstance(exc, HomeError):
-        return HOME
-    if isinstance(exc, JournalError):
-        return JOURNAL
-    if isinstance(exc, UsageError):
-        return USAGE
-    return INTERNAL
-
-
 def fail(exc: KitError, *, run: bool = False) -> NoReturn:
-    code = exit_code(exc)
-    label = "denied" if code == DENIED else "error"
-    if isinstance(exc, DeniedError):
-        say(f"kit: {label} [{exc.code}]: {exc}")
-    else:
-        say(f"kit: {label}: {exc}")
-    if run and code != USAGE:
-        code = (
-            NOT_FOUND
-            if isinstance(exc, DeniedError) and exc.code == "command-not-found"
-            else RUN_CODES.get(code, RUN_CODES[INTERNAL])
-        )
-    raise typer.Exit(code)
+    raise typer.Exit(refusal(exc, run=run))
 
 
 def handled(run: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -128,16 +112,11 @@ def handled(run: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
             except (typer.Exit, typer.Abort, KeyboardInterrupt):
                 raise
             except BrokenPipeError:  # the reader went away (e.g. | head)
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                raise typer.Exit(141) from None
+                raise typer.Exit(broken_pipe()) from None
             except Exception as exc:  # the process boundary: no traceback leaks
                 if STATE["debug"]:
                     raise
-                say(
-                    f"kit: internal error ({type(exc).__name__}); rerun with --debug "
-                    "for details"
-                )
-                raise typer.Exit(RUN_CODES[INTERNAL] if run else INTERNAL) from None
+                raise typer.Exit(internal(exc, run=run)) from None
 
         return inner
 
@@ -181,18 +160,3 @@ def _long_enough(passphrase: bytes, new: bool) -> bytes:
             f"a new passphrase needs at least {MIN_NEW_PASSPHRASE} characters"
         )
     return passphrase
-
-
-def parse_command(text: str) -> tuple[str, ...]:
-    """One --command value, split as a shell would, as UTF-8 argv."""
-    try:
-        argv = tuple(shlex.split(text))
-    except ValueError as exc:
-        raise UsageError(f"--command {text!r}: {exc}") from None
-    if not argv:
-        raise UsageError("--command must not be empty")
-    try:
-        "".join(argv).encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"--command {text!r} is not valid UTF-8") from None
-    return argv

@@ -26,6 +26,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kit.cli.plain import (
+    broken_pipe,
+    emit_json,
+    internal,
+    parse_command,
+    refusal,
+    say,
+)
+
 if TYPE_CHECKING:
     from kit.formats.bundle import Claims
     from kit.host.host import Host
@@ -147,17 +156,6 @@ def parse(name: str, args: list[str]) -> dict[str, Any] | None:
 # -- the implementations both parsers call ------------------------------------
 
 
-def say(message: str) -> None:
-    """Human messages go to stderr (as kit.cli.common.say)."""
-    print(message, file=sys.stderr)
-
-
-def emit_json(obj: Any) -> None:
-    import json  # only --json needs it
-
-    print(json.dumps(obj, indent=2, sort_keys=True))
-
-
 def utc(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -219,18 +217,17 @@ def verify_bundle(
     from kit.errors import KitError
     from kit.host.host import Host, reason_code
     from kit.host.offline import forbid_network
-    from kit.host.runner import Delivery
 
     forbid_network()
     datasets = tuple(dataset or ())
     if deliver is not None:
+        from kit.host.runner import Delivery  # subprocess & co. only when asked
+
         Delivery(deliver)  # a mode kit knows, or a usage error
     host = Host(home_path(home))
     try:
         argv = None
         if command is not None:
-            from kit.cli.common import parse_command
-
             argv = parse_command(command)
         data = _read_or_deny(
             host,
@@ -361,22 +358,19 @@ def _confirm(c: Claims) -> bool:
 
 
 def _exit_code(exc: BaseException, *, run: bool) -> int:
-    """The exit code the typer command would give for ``exc``: the same
-    ``handled`` mapping, loaded only now that something went wrong."""
-    import typer
+    """The exit code the typer command would give for ``exc``, and the same
+    message: both paths report through kit/cli/plain.py."""
+    from kit.errors import KitError
 
-    from kit.cli.common import handled
-
-    def again() -> None:
-        raise exc
-
-    try:
-        handled(run=run)(again)()
-    except typer.Exit as done:
-        return int(done.exit_code)
-    except KeyboardInterrupt:
+    if isinstance(exc, KitError):
+        return refusal(exc, run=run)
+    if isinstance(exc, KeyboardInterrupt):
         return 130  # what typer's main loop makes of it
-    return 0  # pragma: no cover - again() always raises
+    if isinstance(exc, BrokenPipeError):
+        return broken_pipe()
+    if isinstance(exc, Exception):
+        return internal(exc, run=run)
+    raise exc
 
 
 def dispatch(argv: list[str]) -> int | None:

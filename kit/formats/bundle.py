@@ -108,27 +108,164 @@ def encode_body(claims_bytes: bytes, sealed: bytes) -> bytes:
     return encoding.encode({"claims": claims_bytes, "sealed": sealed})
 
 
+_BODY_FIELDS = frozenset({"claims", "sealed"})
+
+
 def parse_bundle(data: bytes) -> Bundle:
     """Structural parse only (step 1 of FORMAT.md 5.4). Raises FormatError."""
     env = parse_envelope(data, label=LABEL, cap=CAP, what="bundle")
+    body = encoding.decode(env.body, cap=CAP, what="bundle body")
+    claims_bytes, sealed = _read_body_fast(body) or _read_body_precise(body)
+    return Bundle(env, claims_bytes, sealed)
 
-    f = encoding.Fields(
-        encoding.decode(env.body, cap=CAP, what="bundle body"), "bundle body"
-    )
+
+def _read_body_fast(body: Any) -> tuple[bytes, bytes] | None:
+    """(claims, sealed) when ``body`` passes every check of
+    :func:`_read_body_precise`, else None."""
+    if type(body) is not dict or body.keys() != _BODY_FIELDS:
+        return None
+    claims_bytes, sealed = body["claims"], body["sealed"]
+    if (
+        type(claims_bytes) is not bytes
+        or len(claims_bytes) > CAP
+        or type(sealed) is not bytes
+        or not OVERHEAD < len(sealed) <= MAX_SECRET + OVERHEAD
+    ):
+        return None
+    return claims_bytes, sealed
+
+
+def _read_body_precise(body: Any) -> tuple[bytes, bytes]:
+    f = encoding.Fields(body, "bundle body")
     claims_bytes = f.binary("claims", max_len=CAP)
     sealed = f.binary("sealed", max_len=MAX_SECRET + OVERHEAD)
     f.done()
     if len(sealed) <= OVERHEAD:
         raise FormatError("bundle: sealed secret is too short")
-    return Bundle(env, claims_bytes, sealed)
+    return claims_bytes, sealed
 
 
 def decode_claims(claims_bytes: bytes) -> Claims:
     """Decode claims (after the signature has been verified). Raises FormatError
-    naming the field."""
-    f = encoding.Fields(
-        encoding.decode(claims_bytes, cap=CAP, what="bundle claims"), "bundle claims"
+    naming the field.
+
+    The host reads claims before every release, so a valid map is read in one
+    pass (:func:`_read_claims_fast`); anything that pass does not accept is
+    read again field by field (:func:`_read_claims_precise`), which refuses
+    it naming the field at fault. tests/test_fast_paths.py checks that both
+    agree, so the fast pass changes speed only.
+    """
+    obj = encoding.decode(claims_bytes, cap=CAP, what="bundle claims")
+    return _read_claims_fast(obj) or _read_claims_precise(obj)
+
+
+_FIELDS = frozenset(Claims.__dataclass_fields__)
+# (field, pattern) for the text fields, each at most 256 characters.
+_TEXTS = (
+    ("bundle_id", encoding.HEX32_RE),
+    ("issuer", encoding.HEX32_RE),
+    ("owner", encoding.OWNER_RE),
+    ("host", encoding.NAME_RE),
+    ("host_key", encoding.HEX32_RE),
+    ("env", encoding.NAME_RE),
+    ("task", encoding.NAME_RE),
+    ("secret_name", encoding.ENV_VAR_RE),
+)
+# (field, lowest, highest) for the integer fields.
+_INTEGERS = (
+    ("issued_at", encoding.TIME_MIN, encoding.TIME_MAX - 1),
+    ("not_before", encoding.TIME_MIN, encoding.TIME_MAX - 1),
+    ("expires_at", encoding.TIME_MIN, encoding.TIME_MAX - 1),
+    ("max_uses", 1, MAX_USES),
+    ("approvals", 0, MAX_APPROVALS),
+    ("anchor_seq", 0, 1 << 62),
+)
+
+
+def _read_claims_fast(obj: Any) -> Claims | None:
+    """Claims when ``obj`` passes every check :func:`_read_claims_precise`
+    makes, else None (never an error)."""
+    if type(obj) is not dict or obj.keys() != _FIELDS:
+        return None
+    for field, pattern in _TEXTS:
+        v = obj[field]
+        if type(v) is not str or len(v) > 256 or pattern.fullmatch(v) is None:
+            return None
+    for field, lo, hi in _INTEGERS:
+        v = obj[field]
+        # An exact int: bool, a subclass of int, is refused as Fields.integer.
+        if type(v) is not int or not lo <= v <= hi:
+            return None
+    cmds = obj["commands"]
+    if type(cmds) is not list or not 1 <= len(cmds) <= MAX_COMMANDS:
+        return None
+    for cmd in cmds:
+        if type(cmd) is not list or not 1 <= len(cmd) <= MAX_ARGS:
+            return None
+        for a in cmd:  # ARG_RE: 1 to 256 characters, no NUL
+            if type(a) is not str or not 0 < len(a) <= 256 or "\x00" in a:
+                return None
+    datasets, delivery = obj["datasets"], obj["delivery"]
+    if type(datasets) is not list or len(datasets) > MAX_DATASETS:
+        return None
+    for n in datasets:
+        if type(n) is not str or encoding.NAME_RE.fullmatch(n) is None:
+            return None
+    # Delivery modes are names, so membership implies the name check.
+    if (
+        type(delivery) is not list
+        or not 1 <= len(delivery) <= len(DELIVERY_MODES)
+        or not all(m in DELIVERY_MODES for m in delivery)
+        or len(set(delivery)) != len(delivery)
+        or len(set(datasets)) != len(datasets)
+    ):
+        return None
+    identity, declaration = obj["identity"], obj["declaration"]
+    anchor_seq, anchor_head = obj["anchor_seq"], obj["anchor_head"]
+    not_before, expires_at = obj["not_before"], obj["expires_at"]
+    if (
+        encoding.UNSAFE_ENV_RE.fullmatch(obj["secret_name"].upper()) is not None
+        or type(identity) is not str
+        or (identity != "" and encoding.NAME_RE.fullmatch(identity) is None)
+        or type(declaration) is not bytes
+        or len(declaration) != (32 if identity else 0)
+        or type(anchor_head) is not bytes
+        or len(anchor_head) != (32 if anchor_seq else 0)
+        or type(obj["risk"]) is not str
+        or obj["risk"] not in RISKS
+        or not not_before < expires_at <= not_before + MAX_LIFETIME
+        or obj["issued_at"] > not_before
+    ):
+        return None
+    return Claims(
+        bundle_id=obj["bundle_id"],
+        issuer=obj["issuer"],
+        owner=obj["owner"],
+        host=obj["host"],
+        host_key=obj["host_key"],
+        env=obj["env"],
+        task=obj["task"],
+        commands=tuple(map(tuple, cmds)),
+        secret_name=obj["secret_name"],
+        issued_at=obj["issued_at"],
+        not_before=not_before,
+        expires_at=expires_at,
+        max_uses=obj["max_uses"],
+        identity=identity,
+        declaration=declaration,
+        datasets=tuple(datasets),
+        risk=obj["risk"],
+        delivery=tuple(delivery),
+        approvals=obj["approvals"],
+        anchor_seq=anchor_seq,
+        anchor_head=anchor_head,
     )
+
+
+def _read_claims_precise(obj: Any) -> Claims:
+    """The reference reader: one check at a time, each refusal naming its
+    field."""
+    f = encoding.Fields(obj, "bundle claims")
     commands: list[tuple[str, ...]] = []
     for i, cmd in enumerate(f.array("commands", MAX_COMMANDS)):
         if not isinstance(cmd, list) or not 1 <= len(cmd) <= MAX_ARGS:

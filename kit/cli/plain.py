@@ -1,0 +1,115 @@
+"""CLI plumbing that needs no CLI framework: the exit-code table, how a
+refusal is reported, output helpers and the --command parser.
+
+kit/cli/fast.py (the host's hot path) and kit/cli/common.py (the typer
+commands) both use this module, so a refusal reads and exits the same
+whichever path parsed the line, and the hot path never loads typer, not even
+to report an error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from kit.errors import (
+    DeniedError,
+    FormatError,
+    HomeError,
+    JournalError,
+    KitError,
+    MediaError,
+    UnauthenticatedError,
+    UsageError,
+)
+
+# The exit-code table (docs/CLI.md#exit-codes). kit run passes the child's own
+# status through and uses RUN_OFFSET + n for its own refusals.
+OK, DENIED, USAGE, MALFORMED, MEDIA, HOME, JOURNAL, INTERNAL = 0, 1, 2, 3, 4, 5, 6, 70
+RUN_CODES = {
+    DENIED: 120,
+    MALFORMED: 121,
+    MEDIA: 122,
+    HOME: 123,
+    JOURNAL: 124,
+    INTERNAL: 125,
+}
+NOT_FOUND = 127
+BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader gone away
+
+
+def say(message: str) -> None:
+    """Human messages go to stderr; stdout is kept for data."""
+    print(message, file=sys.stderr)
+
+
+def emit_json(obj: Any) -> None:
+    import json  # only --json needs it
+
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def exit_code(exc: KitError) -> int:
+    if isinstance(exc, DeniedError | UnauthenticatedError):
+        return DENIED
+    if isinstance(exc, FormatError):
+        return MALFORMED
+    if isinstance(exc, MediaError):
+        return MEDIA
+    if isinstance(exc, HomeError):
+        return HOME
+    if isinstance(exc, JournalError):
+        return JOURNAL
+    if isinstance(exc, UsageError):
+        return USAGE
+    return INTERNAL
+
+
+def refusal(exc: KitError, *, run: bool = False) -> int:
+    """Say why kit refused and return its exit code (``kit run`` moves its
+    own codes out of the child's way)."""
+    code = exit_code(exc)
+    label = "denied" if code == DENIED else "error"
+    if isinstance(exc, DeniedError):
+        say(f"kit: {label} [{exc.code}]: {exc}")
+    else:
+        say(f"kit: {label}: {exc}")
+    if run and code != USAGE:
+        code = (
+            NOT_FOUND
+            if isinstance(exc, DeniedError) and exc.code == "command-not-found"
+            else RUN_CODES.get(code, RUN_CODES[INTERNAL])
+        )
+    return code
+
+
+def broken_pipe() -> int:
+    """The reader of stdout went away (e.g. ``| head``): silence further
+    output and return the shell's code for it."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return BROKEN_PIPE
+
+
+def internal(exc: Exception, *, run: bool = False) -> int:
+    """Anything that is not a KitError, at the process boundary: named by
+    type only, never with a traceback (that is what --debug is for)."""
+    say(f"kit: internal error ({type(exc).__name__}); rerun with --debug for details")
+    return RUN_CODES[INTERNAL] if run else INTERNAL
+
+
+def parse_command(text: str) -> tuple[str, ...]:
+    """One --command value, split as a shell would, as UTF-8 argv."""
+    import shlex  # only --command needs it
+
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise UsageError(f"--command {text!r}: {exc}") from None
+    if not argv:
+        raise UsageError("--command must not be empty")
+    try:
+        "".join(argv).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"--command {text!r} is not valid UTF-8") from None
+    return argv
