@@ -24,13 +24,15 @@ The convention, for every guide listed in tests/test_docs.py:
   sending an enrollment request, a stick arriving) and test scaffolding.
 
 Every invocation of ``kit`` is logged through a shell function, so the test
-can check that each ``kit`` line of the examples really ran.
+can check that each ``kit`` line of the examples really ran: word for word
+when the line holds no variable or glob, else by its sub-command.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -72,6 +74,29 @@ class Block:
 
     def where(self) -> str:
         return f"{self.guide}:{self.line}"
+
+    def literal_commands(self) -> list[str]:
+        """The kit commands of this block whose arguments involve no shell
+        expansion, each as the invocation log records it (arguments joined
+        by spaces): these must have run exactly as shown."""
+        found = []
+        logical = re.sub(r"\\\n\s*", " ", self.text)
+        for line in logical.splitlines():
+            line = strip(line)
+            start = KIT_WORD.search(line)
+            if not start:
+                continue
+            command = line[start.start() :]
+            command = command[command.index("kit") :]
+            command = re.split(r"\|\||\||&&|;|>|<|\)", command)[0]
+            if re.search(r"[$*?~`]", command):
+                continue  # variables, globs: the log holds the expansion
+            try:
+                words = shlex.split(command)
+            except ValueError:
+                continue  # an operator inside a quoted argument: cut wrongly
+            found.append(" ".join(words[1:]))
+        return found
 
 
 def strip(line: str) -> str:

@@ -25,7 +25,7 @@ from conftest import CHILD, DAY, HOSTS, T0, TASK, World, child_argv
 from kit.audit.auditor import Auditor, Input, init_auditor
 from kit.audit.codes import CODES, SEVERITIES, STATUSES
 from kit.audit.report import neutralise, write_csv
-from kit.errors import DeniedError, UnauthenticatedError
+from kit.errors import DeniedError, FormatError, UnauthenticatedError
 from kit.formats import ledger_export as lx
 from kit.formats import receipt as rfmt
 from kit.host.host import Host, init_host
@@ -582,6 +582,134 @@ def test_checkpoint_spares_per_receipt_signature_checks(
         auditor.close()
 
 
+def test_reordered_batch_is_flagged_and_counts_the_same(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    """kit writes a batch in seq order (FORMAT.md 8.2): a shuffled file shows,
+    pointing at the file and the first receipt out of place, while every
+    receipt still counts at its signed seq, with or without a checkpoint."""
+    issued = world.issue(max_uses=2)
+    ledger = audit.ledger()
+    host = world.host()
+    try:
+        _use(host, issued.data, tmp_path / "a")
+        _use(host, issued.data, tmp_path / "b", now=T0 + 5)
+        trip = audit.receipts(host, T0 + 9)
+    finally:
+        host.close()
+
+    def swap(raws: list[bytes], cp: bytes) -> tuple[list[bytes], bytes]:
+        return [raws[0], raws[2], raws[1], raws[3]], cp
+
+    shuffled = _rewrite(trip, tmp_path / "shuffled", swap)
+    res = audit.reconcile(ledger, shuffled)
+    [e] = res.exceptions("batch-out-of-order")
+    assert (e["host"], e["seq"], e["severity"]) == ("build-01", 2, "low")
+    assert "item 3 of the batch, after receipt 3 (item 2)" in e["message"]
+    [batch] = shuffled.glob("receipts-*.kit")
+    assert e["file"] == str(batch)
+    assert res.codes() == {"batch-out-of-order": 1}  # nothing else is wrong
+    assert res.data["counts"]["receipts"] == 4
+    assert res.data["bundles"][0]["uses"] == 2
+    assert res.code == 1
+    # The genuine file adds nothing new (the same receipts) and no finding.
+    again = audit.reconcile(trip)
+    assert again.codes() == {"batch-out-of-order": 1, "duplicate-receipt": 1}
+
+    loose = _rewrite(trip, tmp_path / "loose", lambda r, c: (r[::-1], b""))
+    other = Audit(world, tmp_path / "other")
+    res = other.reconcile(ledger, loose)
+    [e] = res.exceptions("batch-out-of-order")
+    assert (e["host"], e["seq"]) == ("build-01", 3)
+    assert res.data["counts"]["receipts"] == 4
+
+
+def test_chained_receipt_is_held_to_the_strict_reader(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    """A receipt reached by hash links needs no signature check, but its
+    envelope must still be one the strict reader accepts: a host that signs
+    a checkpoint over a receipt with no signature entry does not get it
+    counted by the fast path."""
+    issued = world.issue()
+    ledger = audit.ledger()
+    host = world.host()
+    try:
+        _use(host, issued.data, tmp_path / "a")
+        trip = audit.receipts(host, T0 + 3)
+        key = host._signing
+    finally:
+        host.close()
+
+    def unsigned_head(raws: list[bytes], cp: bytes) -> tuple[list[bytes], bytes]:
+        env = rfmt.parse_receipt(raws[-1]).envelope
+        bare = rfmt.encoding.encode([env.label, env.body, []])
+        old = rfmt.parse_checkpoint(cp)
+        head = rfmt.receipt_hash(bare)
+        new = rfmt.sign_checkpoint(
+            old.host, old.first_seq, old.seq, head, old.time, key
+        )
+        return [*raws[:-1], bare], new
+
+    res = audit.reconcile(ledger, _rewrite(trip, tmp_path / "bare", unsigned_head))
+    [e] = res.exceptions("bad-signature")
+    assert "(item 2)" in e["message"]
+    assert res.data["counts"]["receipts"] == 1
+    assert "truncated-tail" in res.codes()
+
+
+_ODD_FIELDS: list[dict[str, Any]] = [
+    {},
+    {"event": "deny", "reason": "wrong-task"},
+    {"event": "deny", "reason": "Not A Code!"},
+    {"event": "deny"},
+    {"reason": "wrong-task"},
+    {"command": ("a\x00b",)},
+    {"command": ("x",) * 33},
+    {"datasets": ("",)},
+    {"approvals": ("nothex",)},
+    {"bundle_id": "ABC"},
+    {"exit_status": 256},
+    {"use": 1001},
+    {"task": "t" * 64},
+    {"delivery": "d" * 17},
+    {"detail": "d" * 513},
+    {"time": 1},
+    {"seq": 0},
+    {"prev": b"short"},
+    {"host": "other-host"},
+]
+
+
+@pytest.mark.parametrize("odd", _ODD_FIELDS, ids=lambda d: ",".join(d) or "valid")
+def test_fast_path_accepts_exactly_what_the_strict_reader_does(
+    odd: dict[str, Any],
+) -> None:
+    """The auditor's fast path for receipts authenticated by hash links
+    (FORMAT.md 14.2) must not accept anything :func:`rfmt.open_receipt`
+    refuses, nor refuse what it accepts."""
+    from kit.audit.auditor import fast_receipt
+    from kit.crypto.sign import SigningKey
+
+    key = SigningKey.generate()
+    fields: dict[str, Any] = {
+        "host": "build-01", "seq": 7, "prev": bytes(32), "time": T0,
+        "event": "release", "action": "run", "bundle_id": "ab" * 16,
+        "bundle_digest": bytes(32), "task": TASK, "command": ("true",),
+        "reason": "", "detail": "", "use": 1, "exit_status": 0,
+        "duration_ms": 3, "delivery": "fd",
+    }  # fmt: skip
+    raw = rfmt.sign_receipt(rfmt.Receipt(**{**fields, **odd}), key)
+    try:
+        sr = rfmt.open_receipt(raw, {key.key_id: key.public_key})
+        strict = sr.receipt.host == "build-01"  # as the auditor then requires
+    except (UnauthenticatedError, FormatError):
+        strict = False
+    fast = fast_receipt(raw, "build-01") is not None
+    assert fast == strict, (odd, strict)
+    assert strict == (odd == {} or odd == {"event": "deny", "reason": "wrong-task"})
+
+
 def test_batch_without_checkpoint(world: World, audit: Audit, tmp_path: Path) -> None:
     issued = world.issue()
     ledger = audit.ledger()
@@ -744,6 +872,8 @@ def test_removed_issuance_and_removed_export_show(
 def test_ledger_fork_and_forgery(world: World, audit: Audit, tmp_path: Path) -> None:
     world.issue()
     one, _ = world.signer.ledger_exports(T0)[0]
+    # A signer restored from a copy made before export 1 was prepared.
+    world.signer.ledger._db.execute("DELETE FROM ledger_exports_prepared")
     world.issue()
     other, _ = world.signer.ledger_exports(T0)[0]  # also number 1, not committed
     forged, _ = world.attacker.ledger_exports(T0)[0]
@@ -762,15 +892,17 @@ def test_ledger_fork_and_forgery(world: World, audit: Audit, tmp_path: Path) -> 
 def test_html_report_escapes_input_and_carries_no_script(
     world: World, audit: Audit, tmp_path: Path
 ) -> None:
+    # Reason codes are refused unless plain codes (FORMAT.md 5.5), so the
+    # hostile text rides in the task, free text the report must escape.
+    issued = world.issue()
     ledger = audit.ledger()
     host = world.host()
     try:
         _tampered(
             host,
             T0,
-            event="deny",
-            reason="<script>alert(1)</script>",
-            use=0,
+            bundle_id=issued.claims.bundle_id,
+            task="<script>alert(1)</script>",
         )
         trip = audit.receipts(host, T0 + 3)
     finally:
@@ -785,7 +917,7 @@ def test_html_report_escapes_input_and_carries_no_script(
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=alert(2)&gt;" in page
     assert "http://" not in page and "https://" not in page  # self-contained
-    for part in ("Summary", "Hosts", "Exceptions", "Inputs", "refused-unauthenticated"):
+    for part in ("Summary", "Hosts", "Exceptions", "Inputs", "task-mismatch"):
         assert part in page
 
 
@@ -893,3 +1025,245 @@ def test_ledger_export_vectors(tmp_path: Path) -> None:
     assert summary.counts["receipts"] > 0
     assert summary.verdicts["integrity"] == "pass"
     assert summary.statuses["used"] == 1
+
+
+# -- review fixes: any order, labels, terminal output, reports, pipes ------------
+
+
+def test_batch_without_checkpoint_before_its_export_is_held_then_counted(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    """A batch whose receipts' key no export names yet is held, not judged:
+    fed before the ledger export, its receipts still count once it comes."""
+    issued = world.issue()
+    host = world.host()
+    try:
+        _use(host, issued.data, tmp_path / "a")
+        trip = audit.receipts(host, T0 + 3)
+    finally:
+        host.close()
+    nocp = _rewrite(trip, tmp_path / "nocp", lambda r, c: (r, b""))
+    early = audit.reconcile(nocp)
+    assert early.codes() == {"unknown-host": 1}  # held, and no bad-signature
+    assert early.data["counts"]["receipts"] == 0
+    assert [i["outcome"] for i in early.data["inputs"]] == ["pending"]
+    late = audit.reconcile(audit.ledger())
+    assert late.codes() == {"missing-checkpoint": 1}
+    assert late.status(issued.claims.bundle_id) == "used"
+    assert late.data["counts"]["receipts"] == 2
+    assert next(i["outcome"] for i in late.data["inputs"]) == "ingested"
+    again = audit.reconcile(nocp)  # the same bytes again change nothing
+    assert again.codes() == late.codes() and again.data["counts"]["receipts"] == 2
+
+
+def test_forged_receipt_in_a_batch_without_checkpoint_once_the_key_is_known(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    issued = world.issue()
+    ledger = audit.ledger()
+    host = world.host()
+    try:
+        _use(host, issued.data, tmp_path / "a")
+        trip = audit.receipts(host, T0 + 3)
+    finally:
+        host.close()
+
+    def damage(raws: list[bytes], cp: bytes) -> tuple[list[bytes], bytes]:
+        last = bytearray(raws[-1])
+        last[-1] ^= 1  # its signature no longer verifies under build-01's key
+        return [*raws[:-1], bytes(last)], b""
+
+    res = audit.reconcile(ledger, _rewrite(trip, tmp_path / "bad", damage))
+    [e] = res.exceptions("bad-signature")
+    assert e["severity"] == "critical" and "item 2" in e["message"]
+    assert res.data["counts"]["receipts"] == 1 and res.code == 1
+
+
+def test_damaged_batch_under_a_neutral_name_is_malformed(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    issued = world.issue()
+    ledger = audit.ledger()
+    host = world.host()
+    try:
+        _use(host, issued.data, tmp_path / "a")
+        trip = audit.receipts(host, T0 + 3)
+    finally:
+        host.close()
+    [batch] = trip.glob("receipts-*.kit")
+    damaged = b"\x00" + batch.read_bytes()[1:]
+    folder = tmp_path / "neutral"
+    write_media(folder, {"evidence-1.bin": damaged})
+    res = audit.reconcile(ledger, folder)
+    assert res.code == 1 and res.codes() == {"malformed-input": 1}
+    [e] = res.exceptions("malformed-input")
+    assert e["file"].endswith("evidence-1.bin") and "label" in e["message"]
+    outcome = {i["file"]: i["outcome"] for i in res.data["inputs"]}
+    assert outcome[str(folder / "evidence-1.bin")] == "malformed"
+    assert res.status(issued.claims.bundle_id) == "outstanding"  # nothing counted
+
+
+def test_other_kit_objects_are_noted_not_evidence(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    issued = world.issue()
+    folder = tmp_path / "mixed"
+    write_media(
+        folder,
+        {"a.bin": issued.data, "b.bin": (world.signer_home / ROOT_FILE).read_bytes()},
+    )
+    res = audit.reconcile(audit.ledger(), folder)
+    assert res.code == 0 and res.codes() == {"not-evidence": 2}
+    whats = sorted(e["message"].split(",")[0] for e in res.exceptions("not-evidence"))
+    assert whats == ["a bundle", "a trust root"]
+    assert res.data["counts"]["issuances"] == 1
+
+
+def test_ledger_export_naming_another_signer_is_refused(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    """Signed by the pinned issuer key, but its body names another signer."""
+    import dataclasses
+
+    world.issue()
+    [(data, _)] = world.signer.ledger_exports(T0)
+    export = lx.open_export(
+        data, {world.signer.key.key_id: world.signer.key.public_key}, 1
+    )
+    assert export.signer != "someone-else"
+    renamed = dataclasses.replace(export, signer="someone-else", envelope=None)
+    forged = lx.sign_export(renamed, world.signer.key)
+    path = tmp_path / "export.kit"
+    path.write_bytes(forged)
+    res = audit.reconcile(path)
+    [e] = res.exceptions("ledger-bad-signature")
+    assert "someone-else" in e["message"] and res.code == 1
+    assert res.data["counts"]["issuances"] == 0 and res.data["counts"]["hosts"] == 0
+
+
+def test_terminal_output_escapes_control_characters(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    """A compromised host writes escape sequences into receipt fields; a
+    file name can carry them too. Neither reaches the terminal raw."""
+    issued = world.issue()
+    ledger = audit.ledger()
+    host = world.host()
+    try:
+        _tampered(
+            host,
+            T0 + 5,
+            bundle_id=issued.claims.bundle_id,
+            task="\x1b[2J",
+            detail="\x1b[2J\x9b\x7f",
+        )
+        trip = audit.receipts(host, T0 + 6)
+    finally:
+        host.close()
+    odd = tmp_path / "odd\x1b]0;pwned\x07.bin"
+    odd.write_bytes(b"junk")
+    done = world.kit("reconcile", "--home", audit.home, ledger, trip, odd)
+    assert done.returncode == 1
+    out = done.stdout.decode()
+    assert "task-mismatch" in out and "\\x1b[2J" in out
+    assert "odd\\x1b]0;pwned\\x07.bin" in out
+    assert not any(c in done.stdout + done.stderr for c in (b"\x1b", b"\x07"))
+    # The signer home's reconcile prints the same fields.
+    world.close()
+    world._signer = None
+    done = world.kit("reconcile", "--home", world.signer_home, trip)
+    assert done.returncode == 1
+    out = done.stdout.decode()
+    assert "\\x1b[2J" in out and b"\x1b" not in done.stdout + done.stderr
+
+
+def test_csv_replaces_a_planted_symlink_and_never_writes_through_one(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    import os
+
+    from kit.errors import MediaError
+
+    world.issue()
+    audit.reconcile(audit.ledger())
+    out = tmp_path / "csv"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (out / "bundles.csv").symlink_to(victim)
+    auditor = Auditor(audit.home)
+    try:
+        auditor.evaluate(T0, 300)
+        bundles, _ = write_csv(out, auditor.store)
+        assert not bundles.is_symlink() and bundles.read_text().startswith("bundle_id")
+        assert victim.read_text() == "keep me"
+        tmp = out / f".exceptions.csv.tmp-{os.getpid()}"
+        tmp.symlink_to(victim)
+        with pytest.raises(MediaError, match=r"exceptions\.csv"):
+            write_csv(out, auditor.store)
+        assert victim.read_text() == "keep me" and tmp.is_symlink()
+    finally:
+        auditor.close()
+    assert sorted(p.name for p in out.iterdir()) == [
+        f".exceptions.csv.tmp-{os.getpid()}",
+        "bundles.csv",
+        "exceptions.csv",
+    ]
+
+
+def test_json_to_a_pipe_closed_early_leaves_no_traceback(
+    world: World, audit: Audit
+) -> None:
+    import os
+
+    for _ in range(300):  # bundles enough to overfill the pipe (64 KiB)
+        world.issue()
+    audit.reconcile(audit.ledger())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    kit = ROOT / ".venv" / "bin" / "kit"
+    ledger = audit.tmp / "ledger-1"  # held already: only the report is written
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [str(kit), "reconcile", "--home", str(audit.home), "--json", str(ledger)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(1) == b"{"
+        proc.stdout.close()  # the reader goes away, like `| head -c 1`
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=60)
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert proc.returncode == 141  # kit's code for a reader gone away
+
+
+def test_ledger_export_after_a_crash_writes_the_same_bytes_again(
+    world: World, audit: Audit, tmp_path: Path
+) -> None:
+    """A run that signed an export and stopped before recording it (a crash
+    between the media and the ledger): the next run writes those very bytes
+    again, so the auditor sees no fork; a host enrolled meanwhile is in the
+    export after it, never skipped."""
+    issued = world.issue()
+    [(crashed, _)] = world.signer.ledger_exports(T0)  # never committed
+    request, _ = init_host(
+        tmp_path / "late", "late-01", "prod", world.root_bytes, T0 - DAY
+    )
+    world.signer.enroll(request, T0)
+    first = audit.ledger()
+    assert (first / "ledger-export-0000000001.kit").read_bytes() == crashed
+    second = audit.ledger()
+    [path] = second.glob("ledger-export-*.kit")
+    assert path.name == "ledger-export-0000000002.kit"
+    export = lx.open_export(
+        path.read_bytes(), {world.signer.key.key_id: world.signer.key.public_key}, 1
+    )
+    assert [h.name for h in export.hosts] == ["late-01"]
+    loose = tmp_path / "crashed-copy.kit"
+    loose.write_bytes(crashed)  # the copy the crashed run left on its media
+    res = audit.reconcile(first, second, loose)
+    assert res.code == 0 and res.codes() == {}
+    assert res.data["counts"]["ledger_exports"] == 2
+    assert res.status(issued.claims.bundle_id) == "outstanding"

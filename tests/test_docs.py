@@ -17,10 +17,8 @@ from types import ModuleType
 import pytest
 from docrunner import ROOT, check, parse, run, unrun_commands
 
-# Guides whose examples run. docs/auditor.md and docs/qr.md join this list
-# once their examples are written to the convention (``sh`` blocks that run
-# in a fresh folder, output in ``text`` blocks, directives where needed).
-GUIDES = ["docs/operator.md", "docs/host.md"]
+# Guides whose examples run: every guide of a role, and the QR guide.
+GUIDES = ["docs/operator.md", "docs/host.md", "docs/auditor.md", "docs/qr.md"]
 # Documents that must not show a command outside an ``sh`` block.
 NO_HIDDEN_COMMANDS = [*GUIDES, "docs/threat-model.md"]
 
@@ -42,6 +40,13 @@ def test_guide_examples_run(guide: str, tmp_path: Path) -> None:
         assert any(inv.startswith(start) for inv in result.invoked), (
             f"{guide}: {line.strip()!r} never ran"
         )
+    # A command with no variable or glob in it ran with exactly its arguments.
+    for block in blocks:
+        if block.runs and not block.hidden:
+            for command in block.literal_commands():
+                assert command in result.invoked, (
+                    f"{block.where()}: kit {command!r} never ran as shown"
+                )
     for block in blocks:
         if block.skip is not None:
             assert len(block.skip) > 10, f"{block.where()}: give a real reason"
@@ -82,6 +87,13 @@ def test_runner_catches_hidden_commands_and_wrong_exits(tmp_path: Path) -> None:
     guide.write_text("<!-- doctest: skip -->\n```sh\nkit --version\n```\n")
     with pytest.raises(AssertionError, match="needs a reason"):
         parse(guide)
+    # Commands checked word for word: continuations joined, the pipe and
+    # comment cut off, and those with a variable left to the looser check.
+    guide.write_text(
+        "```sh\nkit issue --host x \\\n    --env 'a b' | tee out  # note\n"
+        'id=$(kit issue --host "$h")\nkit qr encode out/*.kit --out f\n```\n'
+    )
+    assert parse(guide)[0].literal_commands() == ["issue --host x --env a b"]
 
 
 def generator() -> ModuleType:

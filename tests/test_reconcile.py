@@ -198,6 +198,22 @@ def test_truncated_batch_mismatches_its_checkpoint(
     assert {a.seq for a in report.anomalies} == {4}
 
 
+def test_reordered_batch_is_an_anomaly_that_changes_no_status(
+    world: World, tmp_path: Path
+) -> None:
+    flow = _run_flow(world, tmp_path / "usb")
+    raws = _raw(flow.batch)
+    _rewrite(flow.batch, tmp_path / "shuffled", [raws[1], raws[0], *raws[2:]])
+    report = _report(world, [tmp_path / "shuffled"])
+    [a] = report.anomalies
+    assert (a.code, a.host, a.seq) == ("batch-out-of-order", "build-01", 1)
+    assert a.source.startswith(str(tmp_path / "shuffled"))
+    assert "receipt 1 after receipt 2" in a.message
+    assert not report.clean  # the signer records no anchor or use from it
+    genuine = _report(world, [tmp_path / "usb"])
+    assert _summary(report)[:3] == _summary(genuine)[:3]
+
+
 def _summary(report: Report) -> tuple[object, ...]:
     return (
         report.receipts,

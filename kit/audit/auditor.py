@@ -20,11 +20,13 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from kit import encoding
 from kit.audit.codes import CODES, COMPLETENESS, INTEGRITY, SEVERITIES, USE
+from kit.crypto.sign import SIG_LEN
 from kit.errors import (
     FormatError,
     HomeError,
@@ -35,7 +37,7 @@ from kit.errors import (
 from kit.formats import ledger_export as lx
 from kit.formats import manifest
 from kit.formats import receipt as rfmt
-from kit.formats.envelope import parse_envelope_uniform
+from kit.formats.envelope import MAX_SIGNATURES, parse_envelope_uniform
 from kit.formats.trustroot import TrustRoot, load_trust_root
 from kit.fsutil import atomic_write, read_regular
 from kit.home import create_home, require_kind
@@ -44,6 +46,10 @@ from kit.storage.audit import AuditStore
 
 ROOT_FILE = "trust-root.kit"
 DB_FILE = "audit.db"
+# Inputs are committed in groups of about this many bytes (each input still
+# all or nothing): a crash loses at most the group being written, and those
+# inputs, not yet known by their digests, are simply ingested again.
+GROUP_BYTES = 256 << 20
 # Host-reported refusals of input that could not be authenticated.
 Progress = Callable[[str, int], None]
 
@@ -123,11 +129,17 @@ class Auditor:
         after every later export."""
         run = self._run = _Run()
         run.keys = self.store.host_keys()
-        for item in inputs:
-            self._ingest_one(item, now)
-            if progress is not None:
-                progress(item.source, run.receipts)
-        self._retry_pending()
+        with self.store.transaction():
+            grouped = 0
+            for item in inputs:
+                self._ingest_one(item, now)
+                grouped += len(item.data)
+                if grouped >= GROUP_BYTES:
+                    self.store.commit_point()
+                    grouped = 0
+                if progress is not None:
+                    progress(item.source, run.receipts)
+            self._retry_pending()
 
     def _ingest_one(self, item: Input, now: int) -> None:
         digest = hashlib.sha256(item.data).digest()
@@ -144,15 +156,24 @@ class Auditor:
             elif kind == "receipt-batch":
                 outcome = self._ingest_batch(item.data, input_id)
             else:
-                outcome = "ignored"
-                if item.source.rsplit("/", 1)[-1].startswith(
-                    ("receipts-", "ledger-export-")
-                ):
-                    # The name only raises suspicion: a damaged file.
+                # Only the label identifies an input, never its file name: a
+                # known kit object that is not evidence is noted, anything
+                # else (a damaged batch or export among them) is malformed.
+                what = _OTHER_OBJECTS.get(kind)
+                if what is not None:
+                    self.store.finding(
+                        "not-evidence",
+                        f"{what}, not a receipt batch nor a ledger export; "
+                        "not read as evidence",
+                        input_id,
+                    )
+                    outcome = "not-evidence"
+                else:
                     self.store.finding(
                         "malformed-input",
-                        "named like kit evidence but is neither a receipt batch "
-                        "nor a ledger export",
+                        "neither a receipt batch nor a ledger export: its "
+                        "leading label is not one of kit's (a damaged or "
+                        "foreign file)",
                         input_id,
                     )
                     outcome = "malformed"
@@ -185,6 +206,14 @@ class Auditor:
         except FormatError as exc:
             self.store.finding("malformed-input", str(exc), input_id)
             return "malformed"
+        if ex.signer != self.root.name:
+            self.store.finding(
+                "ledger-bad-signature",
+                f"a ledger export names signer {ex.signer!r}, not {self.root.name!r} "
+                "(the pinned trust root's name); refused",
+                input_id,
+            )
+            return "rejected"
         known = self.store.export_digest(ex.seq)
         if known is not None and known != ex.digest:
             self.store.finding(
@@ -211,8 +240,8 @@ class Auditor:
                 i.bundle_id, i.lseq, i.host, i.env, i.task, i.identity, i.owner,
                 i.issuer, i.issued_at, i.not_before, i.expires_at, i.max_uses,
                 i.claims_digest, i.bundle_digest, input_id,
-            )
-            for i in ex.issuances
+            )  # in key order: one pass over the table, not a random walk
+            for i in sorted(ex.issuances, key=lambda i: i.bundle_id)
         )  # fmt: skip
         self.store.add_revocations(
             (r.kind, r.value, r.added_at) for r in ex.revocations
@@ -227,6 +256,9 @@ class Auditor:
             self.store.finding("malformed-input", str(exc), input_id)
             return "malformed"
         if not cp_raw:
+            if not self._signers_known(raws):
+                self.store.add_pending(input_id, data)
+                return "pending"
             self._loose(raws, input_id)
             return "ingested"
         try:
@@ -276,7 +308,9 @@ class Auditor:
             rows[index] = _row(sr.receipt, sr.digest, input_id)
         if forged:
             self._forged(host, forged, input_id)
-        self._store(host, list(rows.values()), input_id)
+        ordered = sorted(rows.items())
+        self._check_order(host, ordered, input_id)
+        self._store(host, [row for _, row in ordered], input_id)
         return "ingested"
 
     def _chained(
@@ -291,8 +325,8 @@ class Auditor:
         )
         want_seq = cp.seq
         while index is not None and index >= 0:
-            m = fast_receipt(raws[index])
-            if m is None or m["seq"] != want_seq or m["host"] != host:
+            m = fast_receipt(raws[index], host)
+            if m is None or m["seq"] != want_seq:
                 break  # its own signature check decides below
             out[index] = (
                 host, want_seq, hashes[index], m["prev"], m["time"], m["event"],
@@ -303,10 +337,27 @@ class Auditor:
             index, want_seq = index - 1, want_seq - 1
         return out
 
+    def _signers_known(self, raws: list[bytes]) -> bool:
+        """Whether every receipt of a batch with no checkpoint names a
+        signing key some ledger export held enrolls. Until then the batch is
+        held (like a checkpointed batch waiting for its host), not judged:
+        a receipt can only be called forged once its key is known. Items that
+        are not receipt envelopes at all are judged at once."""
+        for raw in raws:
+            try:
+                env = parse_envelope_uniform(
+                    raw, label=rfmt.LABEL, cap=rfmt.CAP, what="receipt"
+                )
+            except FormatError:
+                continue
+            if not any(k in self._run.keys for k, _ in env.signatures):
+                return False
+        return True
+
     def _loose(self, raws: list[bytes], input_id: int) -> None:
         """Receipts with no usable checkpoint: each must carry a valid
         signature by the key of an enrolled host."""
-        by_host: dict[str, list[tuple[Any, ...]]] = {}
+        by_host: dict[str, list[tuple[int, tuple[Any, ...]]]] = {}
         forged: list[int] = []
         for index, raw in enumerate(raws):
             try:
@@ -330,12 +381,36 @@ class Auditor:
                 forged.append(index + 1)
                 continue
             by_host.setdefault(owner[0], []).append(
-                _row(sr.receipt, sr.digest, input_id)
+                (index, _row(sr.receipt, sr.digest, input_id))
             )
         if forged:
             self._forged("", forged, input_id)
         for host, rows in sorted(by_host.items()):
-            self._store(host, rows, input_id)
+            self._check_order(host, rows, input_id)
+            self._store(host, [row for _, row in rows], input_id)
+
+    def _check_order(
+        self, host: str, rows: list[tuple[int, tuple[Any, ...]]], input_id: int
+    ) -> None:
+        """FORMAT.md 8.2: a batch carries its receipts in increasing seq
+        order, and ``kit receipts export`` always writes them so. Receipts
+        are placed by their signed seq and links whatever their place in the
+        file, so a shuffle changes no conclusion; but it shows the file was
+        rearranged after export, which the auditor is told (once per batch
+        and host, at the first receipt out of place)."""
+        for (i, before), (j, row) in pairwise(rows):
+            if int(row[1]) < int(before[1]):
+                self.store.finding(
+                    "batch-out-of-order",
+                    f"receipt {row[1]} of host {host} is item {j + 1} of the "
+                    f"batch, after receipt {before[1]} (item {i + 1}): the file "
+                    "was rearranged after export; each receipt was still placed "
+                    "by its signed seq",
+                    input_id,
+                    host=host,
+                    seq=int(row[1]),
+                )
+                return
 
     def _forged(self, host: str, positions: list[int], input_id: int) -> None:
         shown = ", ".join(map(str, positions[:10])) + (
@@ -434,11 +509,13 @@ _RECEIPT_ORDER = sorted(rfmt.Receipt.__dataclass_fields__, key=lambda k: k.encod
 _TIME = (encoding.TIME_MIN, encoding.TIME_MAX - 1)
 
 
-def fast_receipt(raw: bytes) -> dict[str, Any] | None:
-    """The body of a receipt authenticated by its hash link, checked against
-    FORMAT.md 7.1 inline (a million of them must not cost a million field
-    readers); None when anything is off, and the caller then opens it the
-    slow way, with its signature, for a precise verdict."""
+def fast_receipt(raw: bytes, host: str) -> dict[str, Any] | None:
+    """The body of a receipt of ``host`` (a name already checked, from its
+    checkpoint) authenticated by its hash link, checked against FORMAT.md 3
+    and 7.1 inline (a million of them must not cost a million field
+    readers); it accepts exactly what :func:`rfmt.open_receipt` accepts,
+    signatures aside. None when anything is off, and the caller then opens
+    it the slow way, with its signature, for a precise verdict."""
     try:
         env = lx.unpack_authenticated(raw, rfmt.CAP, "receipt")
         if (
@@ -446,17 +523,40 @@ def fast_receipt(raw: bytes) -> dict[str, Any] | None:
             or len(env) != 3
             or env[0] != rfmt.LABEL
             or type(env[1]) is not bytes
+            or not _signatures_ok(env[2])
         ):
             return None
         m = lx.unpack_authenticated(env[1], rfmt.CAP, "receipt body")
     except FormatError:
         return None
-    if type(m) is not dict or list(m) != _RECEIPT_ORDER:
+    if type(m) is not dict or list(m) != _RECEIPT_ORDER or m["host"] != host:
         return None
     return m if _receipt_fields_ok(m) else None
 
 
+def _signatures_ok(sigs: Any) -> bool:
+    """The envelope's signature list well formed (FORMAT.md 3), as
+    :func:`parse_envelope` requires, though the hash link, not these
+    signatures, authenticates the receipt: what the strict reader refuses,
+    the fast one must refuse too."""
+    if type(sigs) is not list or not 1 <= len(sigs) <= MAX_SIGNATURES:
+        return False
+    for item in sigs:
+        if (
+            type(item) is not list
+            or len(item) != 2
+            or type(item[0]) is not str
+            or not encoding.HEX32_RE.fullmatch(item[0])
+            or type(item[1]) is not bytes
+            or len(item[1]) != SIG_LEN
+        ):
+            return False
+    return True
+
+
 def _receipt_fields_ok(m: dict[str, Any]) -> bool:
+    """Every field but ``host`` (compared with the checkpoint's by the
+    caller), as :func:`rfmt._decode_receipt` reads it."""
     seq, t, use, status, ms = (
         m["seq"], m["time"], m["use"], m["exit_status"], m["duration_ms"]
     )  # fmt: skip
@@ -473,16 +573,12 @@ def _receipt_fields_ok(m: dict[str, Any]) -> bool:
         and 0 <= ms <= 1 << 40
     ):
         return False
-    host, bundle_id, prev, digest = (
-        m["host"], m["bundle_id"], m["prev"], m["bundle_digest"]
-    )  # fmt: skip
+    bundle_id, prev, digest = m["bundle_id"], m["prev"], m["bundle_digest"]
     task, reason, detail, delivery = (
         m["task"], m["reason"], m["detail"], m["delivery"]
     )  # fmt: skip
     if not (
-        type(host) is str
-        and encoding.NAME_RE.fullmatch(host)
-        and type(bundle_id) is str
+        type(bundle_id) is str
         and (bundle_id == "" or encoding.HEX32_RE.fullmatch(bundle_id))
         and type(prev) is bytes
         and len(prev) == 32
@@ -491,7 +587,7 @@ def _receipt_fields_ok(m: dict[str, Any]) -> bool:
         and type(task) is str
         and len(task) <= rfmt.MAX_TASK
         and type(reason) is str
-        and len(reason) <= 64
+        and (reason == "" or rfmt.REASON_RE.fullmatch(reason))
         and type(detail) is str
         and len(detail) <= 512
         and type(delivery) is str
@@ -525,14 +621,28 @@ def _row(r: rfmt.Receipt, digest: bytes, input_id: int) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+# Kit objects that are not evidence, by label: noted (info), never read.
+_OTHER_OBJECTS = {
+    "kit/bundle/v1": "a bundle",
+    "kit/trust-root/v1": "a trust root",
+    "kit/revocation/v1": "a revocation list",
+    "kit/enrollment/v1": "an enrollment",
+    "kit/public-key/v1": "a public key",
+}
+
+
 def route(data: bytes) -> str:
     """Which decoder an input goes to, from its leading label only (the
-    decoder then checks everything)."""
+    decoder then checks everything): "receipt-batch", "ledger-export", the
+    label of another kit object, or "other"."""
     if data[:1] == b"\x93":
         if data[1:].startswith(encoding.encode(rfmt.BATCH_LABEL)):
             return "receipt-batch"
         if data[1:].startswith(encoding.encode(lx.LABEL)):
             return "ledger-export"
+        for label in _OTHER_OBJECTS:
+            if data[1:].startswith(encoding.encode(label)):
+                return label
     return "other"
 
 

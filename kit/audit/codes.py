@@ -59,7 +59,8 @@ CODES: dict[str, Code] = {
         Code("truncated-tail", "high", INTEGRITY, "a checkpoint covers more "
              "receipts than were delivered"),
         Code("malformed-input", "high", INTEGRITY,
-             "an input file that does not decode as a batch or ledger export"),
+             "an input file that does not decode as a batch or ledger export, "
+             "whatever its name"),
         Code("unknown-host", "high", INTEGRITY, "a checkpoint or receipt signed "
              "by no host of the ledger exports"),
         Code("missing-checkpoint", "medium", INTEGRITY, "receipts that no signed "
@@ -67,8 +68,15 @@ CODES: dict[str, Code] = {
         Code("clock-anomaly", "medium", INTEGRITY, "a host reported its clock "
              "behind its floor or a bundle from the future, or its receipt times "
              "run backwards"),
+        Code("batch-out-of-order", "low", INTEGRITY, "a batch file whose "
+             "receipts are not in ascending sequence order, as kit never writes "
+             "them: the file was rearranged after export (each receipt is still "
+             "placed by its signed seq, so no status changes)"),
         Code("duplicate-receipt", "info", INTEGRITY,
              "an identical receipt delivered again in another batch (counted once)"),
+        Code("not-evidence", "info", INTEGRITY, "an input that is another kit "
+             "object (a bundle, trust root, revocation list, enrollment or "
+             "public key), recognised by its label; not read as evidence"),
         # -- each use against its issuance (use)
         Code("unknown-bundle", "high", USE,
              "a receipt names a bundle no ledger export lists"),

@@ -237,6 +237,23 @@ def reconcile(
                     source=batch.source,
                 )
             )
+        late = next(
+            (n for n in range(1, len(carried)) if carried[n] < carried[n - 1]), None
+        )
+        if late is not None:
+            # FORMAT.md 8.2: increasing seq order, as kit always writes. The
+            # receipts prove the same in any order, but the file was changed.
+            anomalies.append(
+                Anomaly(
+                    "batch-out-of-order",
+                    f"host {host}: the batch carries receipt {carried[late]} "
+                    f"after receipt {carried[late - 1]}; it was rearranged after "
+                    "export",
+                    host,
+                    carried[late],
+                    source=batch.source,
+                )
+            )
 
     # 2. chain continuity and checkpoints
     for host, by_seq in sorted(chains.items()):

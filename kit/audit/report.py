@@ -7,17 +7,21 @@ neutralisation in CSV (a spreadsheet must never run a cell).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from kit.audit.auditor import Summary
 from kit.audit.codes import CODES, SEVERITIES, STATUSES
-from kit.fsutil import atomic_write
+from kit.errors import MediaError
+from kit.fsutil import atomic_write, fsync_dir, os_reason
 from kit.storage.audit import AuditStore
 
 SCHEMA_VERSION = 1
@@ -92,9 +96,13 @@ def write_json(out: IO[str], summary: Summary, store: AuditStore) -> None:
     }
     text = json.dumps(head, indent=2, sort_keys=True)
     out.write(text[:-2] + ',\n  "exceptions": [')
-    _stream(out, (_exception(r) for r in store.exceptions()))
+    # Each cursor is closed here, even when the reader goes away mid-way
+    # (``| head``): never later, by the garbage collector, after the store.
+    with closing(store.exceptions()) as rows:
+        _stream(out, (_exception(r) for r in rows))
     out.write('],\n  "bundles": [')
-    _stream(out, (dict(zip(BUNDLE_COLUMNS, r, strict=True)) for r in store.bundles()))
+    with closing(store.bundles()) as rows:
+        _stream(out, (dict(zip(BUNDLE_COLUMNS, r, strict=True)) for r in rows))
     out.write("]\n}\n")
 
 
@@ -117,25 +125,59 @@ def neutralise(value: Any) -> Any:
 def write_csv(folder: Path, store: AuditStore) -> tuple[Path, Path]:
     """bundles.csv (one row per bundle) and exceptions.csv (one per
     exception), written beside each other, then renamed into place."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MediaError(f"cannot create {folder}: {os_reason(exc)}") from None
     bundles, exceptions = folder / "bundles.csv", folder / "exceptions.csv"
-    for path, columns, rows in (
-        (bundles, BUNDLE_COLUMNS, store.bundles()),
-        (exceptions, EXCEPTION_COLUMNS, _exception_rows(store)),
+    for path, columns, make in (
+        (bundles, BUNDLE_COLUMNS, store.bundles),
+        (exceptions, EXCEPTION_COLUMNS, lambda: _exception_rows(store)),
     ):
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
+        with closing(make()) as rows:
+            _atomic_csv(path, columns, rows)
+    return bundles, exceptions
+
+
+def _atomic_csv(
+    path: Path, columns: tuple[str, ...], rows: Iterator[tuple[Any, ...]]
+) -> None:
+    """Stream rows to a fresh temporary file beside ``path`` (created
+    exclusively, never through a symbolic link), fsync it, rename it over
+    ``path`` (which replaces a link there rather than writing through it),
+    then fsync the folder: the approach of :func:`kit.fsutil.atomic_write`,
+    without holding the whole file in memory."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    created = False
+    try:
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+        )
+        created = True
+        with open(fd, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
             for row in rows:
                 writer.writerow([neutralise(v) for v in row])
-        tmp.replace(path)
-    return bundles, exceptions
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        created = False
+    except OSError as exc:
+        raise MediaError(f"cannot write {path}: {os_reason(exc)}") from None
+    finally:
+        if created:  # never remove a file this call did not create
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    fsync_dir(path.parent)
 
 
-def _exception_rows(store: AuditStore) -> Iterator[tuple[Any, ...]]:
-    for row in store.exceptions():
-        yield (row[0], SEVERITIES[row[1]], *row[2:])
+def _exception_rows(store: AuditStore) -> Generator[tuple[Any, ...]]:
+    with closing(store.exceptions()) as rows:
+        for row in rows:
+            yield (row[0], SEVERITIES[row[1]], *row[2:])
 
 
 # -- HTML ----------------------------------------------------------------------
@@ -198,7 +240,7 @@ def write_html(path: Path, summary: Summary, store: AuditStore, title: str) -> N
         "<h2>Inputs</h2><table><tr><th>SHA-256</th><th>kind</th><th>file (as first "
         "read)</th><th>bytes</th><th>outcome</th></tr>"
     )
-    for digest, kind, source, size, outcome in store.inputs():
+    for digest, kind, source, size, outcome in list(store.inputs()):
         parts.append(
             f"<tr><td><code>{_e(digest)}</code></td><td>{_e(kind)}</td>"
             f"<td>{_e(source)}</td><td class=num>{size}</td><td>{_e(outcome)}</td></tr>"
@@ -255,8 +297,19 @@ def _exception_table(store: AuditStore) -> list[str]:
         "<h2>Exceptions</h2><table><tr><th>severity</th><th>code</th><th>host</th>"
         "<th>seq</th><th>bundle</th><th>finding</th><th>evidence file</th></tr>"
     ]
+    with closing(store.exceptions(HTML_EXCEPTION_LIMIT + 1)) as rows:
+        out += _exception_cells(rows)
+        shown = len(out) - 1
+    if not shown:
+        out.append("<tr><td colspan=7>none</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _exception_cells(rows: Iterator[tuple[Any, ...]]) -> list[str]:
+    out: list[str] = []
     shown = 0
-    for row in store.exceptions(HTML_EXCEPTION_LIMIT + 1):
+    for row in rows:
         if shown == HTML_EXCEPTION_LIMIT:
             out.append(
                 f"<tr><td colspan=7>... more: see exceptions.csv or --json (the "
@@ -272,9 +325,6 @@ def _exception_table(store: AuditStore) -> list[str]:
             f"<code>{_e(e['input_sha256'][:16])}</code></td></tr>"
         )
         shown += 1
-    if not shown:
-        out.append("<tr><td colspan=7>none</td></tr>")
-    out.append("</table>")
     return out
 
 
@@ -286,8 +336,19 @@ def _bundle_table(store: AuditStore) -> list[str]:
         "<th>task</th><th>owner</th><th>expires</th><th>status</th><th>uses</th>"
         "</tr>"
     ]
+    with closing(store.bundles()) as rows:
+        out += _bundle_cells(rows)
+        shown = len(out) - 1
+    if not shown:
+        out.append("<tr><td colspan=7>none</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _bundle_cells(rows: Iterator[tuple[Any, ...]]) -> list[str]:
+    out: list[str] = []
     shown = 0
-    for row in store.bundles():
+    for row in rows:
         b = dict(zip(BUNDLE_COLUMNS, row, strict=True))
         if b["status"] not in ("unaccounted", "expired-unused", "revoked", "denied"):
             continue
@@ -301,7 +362,4 @@ def _bundle_table(store: AuditStore) -> list[str]:
             f"<td class=num>{b['uses']}/{b['max_uses']}</td></tr>"
         )
         shown += 1
-    if not shown:
-        out.append("<tr><td colspan=7>none</td></tr>")
-    out.append("</table>")
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,21 @@ audit_app = typer.Typer(
 ledger_app = typer.Typer(
     help="The signer's issuance ledger, exported for auditors.", no_args_is_help=True
 )
+
+
+# Receipt fields (task, command, detail, reasons) and file names come from
+# hosts and media an attacker may control: on a terminal, a control character
+# (C0, ESC, DEL, C1) could rewrite the screen, so each is shown as \xNN.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def safe(text: str) -> str:
+    """``text`` with every control character escaped, for a terminal."""
+    return text.translate(_CONTROLS)
+
+
+def _show(line: str) -> None:
+    print(safe(line))
 
 
 def _utc(t: int) -> str:
@@ -112,6 +128,8 @@ def ledger_export(
     finally:
         signer.close()
     last = first + len(made) - 1
+    if again:
+        first = 1
     say(f"wrote ledger export(s) {first}..{last} to {to}")
 
 
@@ -192,7 +210,7 @@ def _reconcile_auditor(
     def progress(source: str, receipts: int) -> None:
         if time.monotonic() - last[0] >= 2:
             last[0] = time.monotonic()
-            say(f"kit: reconcile: {receipts} new receipt(s) so far ({source})")
+            say(safe(f"kit: reconcile: {receipts} new receipt(s) so far ({source})"))
 
     try:
         now = int(time.time())
@@ -211,13 +229,19 @@ def _reconcile_auditor(
             write_json(sys.stdout, summary, auditor.store)
         else:
             for line in summary_lines(summary):
-                print(line)
-            for row in auditor.store.exceptions(20):
-                code, _, host, seq, _, message, source, _ = row
-                where = (
-                    f" {host}#{seq}" if host and seq else (f" {host}" if host else "")
-                )
-                print(f"  [{CODES[code].severity}] {code}{where}: {message} ({source})")
+                _show(line)
+            with closing(auditor.store.exceptions(20)) as rows:
+                for row in rows:
+                    code, _, host, seq, _, message, source, _ = row
+                    where = (
+                        f" {host}#{seq}"
+                        if host and seq
+                        else (f" {host}" if host else "")
+                    )
+                    _show(
+                        f"  [{CODES[code].severity}] {code}{where}: {message} "
+                        f"({source})"
+                    )
     finally:
         auditor.close()
     if not summary.clean:
@@ -257,21 +281,21 @@ def _reconcile_signer(
             }
         )
     else:
-        print(f"{report.receipts} receipt(s) from {len(report.hosts)} host(s)")
+        _show(f"{report.receipts} receipt(s) from {len(report.hosts)} host(s)")
         for b in report.bundles:
             extra = f" x{b.uses}/{b.max_uses}" if b.uses else ""
-            print(f"  {b.bundle_id}  {b.host:<16} {b.task:<20} {b.status}{extra}")
+            _show(f"  {b.bundle_id}  {b.host:<16} {b.task:<20} {b.status}{extra}")
             for d in b.denials:
-                print(f"      denied: {d}")
+                _show(f"      denied: {d}")
         for r in report.unauthenticated:
-            print(
+            _show(
                 f"  refused unauthenticated input on {r.host} (seq {r.seq}, "
                 f"{_utc(r.time)}): {r.reason}, sha256 {r.digest}..."
             )
         for a in report.anomalies:
             where = f" ({a.source})" if a.source else ""
-            print(f"  ANOMALY {a.code}: {a.message}{where}")
-        print(
+            _show(f"  ANOMALY {a.code}: {a.message}{where}")
+        _show(
             "no anomalies" if report.clean else f"{len(report.anomalies)} anomaly(ies)"
         )
     if not report.clean:

@@ -186,7 +186,9 @@ def _ordered(obj: Any, what: str) -> Any:
 
 
 def decode_export(env: Envelope) -> LedgerExport:
-    body = _ordered(unpack_authenticated(env.body, CAP, "ledger export body"), "x")
+    body = _ordered(
+        unpack_authenticated(env.body, CAP, "ledger export body"), "ledger export body"
+    )
     for name in ("hosts", "revocations"):
         items = body.get(name) if isinstance(body, dict) else None
         for item in items if isinstance(items, list) else []:

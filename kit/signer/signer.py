@@ -140,6 +140,13 @@ def init_signer(
     return load_trust_root(root_bytes)
 
 
+def _digest_key(key: SigningKey) -> tuple[SigningKey, bytes]:
+    """The ledger's secret-digest key, bound to the signing key it came from."""
+    return key, HKDF(hashes.SHA256(), 32, salt=None, info=DIGEST_INFO).derive(
+        key.seed_unsafe()
+    )
+
+
 class Signer:
     """An opened signer home. The issuing key is loaded only when needed."""
 
@@ -151,6 +158,7 @@ class Signer:
         )
         self.ledger = SqliteLedger(home / LEDGER_FILE)
         self._key: SigningKey | None = None
+        self._digest_key: tuple[SigningKey, bytes] | None = None
         self.warnings: list[str] = []  # said to the operator, never refused
 
     def unlock(self, passphrase: bytes) -> None:
@@ -160,6 +168,7 @@ class Signer:
         if key.key_id not in self.root.keys_for("issuer"):
             raise HomeError("the signer key is not an issuer in this home's trust root")
         self._key = key
+        self._digest_key = _digest_key(key)
 
     @property
     def key(self) -> SigningKey:
@@ -215,11 +224,11 @@ class Signer:
 
     def _secret_digest(self, secret: bytes) -> bytes:
         # A keyed digest: a plain hash of a short token could be brute-forced
-        # from a leaked ledger.
-        mac_key = HKDF(hashes.SHA256(), 32, salt=None, info=DIGEST_INFO).derive(
-            self.key.seed_unsafe()
-        )
-        return hmac.new(mac_key, secret, hashlib.sha256).digest()
+        # from a leaked ledger. Its key is derived once per unlocked key.
+        key = self.key
+        if self._digest_key is None or self._digest_key[0] is not key:
+            self._digest_key = _digest_key(key)
+        return hmac.new(self._digest_key[1], secret, hashlib.sha256).digest()
 
     def issue(
         self, req: IssueRequest, secret: bytes, now: int
@@ -227,12 +236,13 @@ class Signer:
         """Seal ``secret`` to the host, sign the claims, record the issuance."""
         if req.identity is not None:  # the declaration first: it is the policy
             check_within(req.identity, req, now)
+        retired = set(self.ledger.revocations())  # read once, not per name
         for kind, value in (
             ("identity", req.identity.name if req.identity else ""),
             ("env", req.env),
             ("host", req.host),
         ):
-            if value and self.retired(kind, value):
+            if value and (kind, value) in retired:
                 raise UsageError(
                     f"{kind} {value} is retired (revoked); nothing more "
                     "is issued for it"
@@ -244,8 +254,9 @@ class Signer:
             raise UsageError(
                 f"host {req.host} is enrolled for env {host.env!r}, not {req.env!r}"
             )
+        secret_digest = self._secret_digest(secret)
         if req.identity is not None:
-            self._check_rotation(req, self._secret_digest(secret), now)
+            self._check_rotation(req, secret_digest, now)
         if not 0 < len(secret) <= bundle_fmt.MAX_SECRET:
             raise UsageError(
                 f"the secret must be 1 to {bundle_fmt.MAX_SECRET} bytes, "
@@ -313,7 +324,7 @@ class Signer:
                 max_uses=claims.max_uses,
                 claims=claims_bytes,
                 bundle_digest=hashlib.sha256(data).digest(),
-                secret_digest=self._secret_digest(secret),
+                secret_digest=secret_digest,
                 identity=claims.identity,
                 risk=claims.risk,
                 datasets=claims.datasets,
@@ -459,19 +470,37 @@ class Signer:
     ) -> list[tuple[bytes, tuple[int, int, int]]]:
         """Sign the next ledger export(s): every host, issuance and revocation
         recorded since the last one, ``max_items`` issuances per export.
-        Nothing is recorded here: :meth:`commit_ledger_exports` does that once
-        the exports are safely on media. Always at least one export, so an
-        auditor also learns that nothing was issued."""
+        They are recorded as prepared before being returned, and
+        :meth:`commit_ledger_exports` records them as made once they are
+        safely on media. Exports prepared but never committed (a run that
+        stopped in between) are returned again, the same bytes, instead of
+        new ones: the same number never gets two different exports. Always
+        at least one export, so an auditor also learns that nothing was
+        issued."""
+        with self.ledger.export_snapshot():  # one consistent read, then recorded
+            prepared = self.ledger.prepared_exports()
+            if prepared:
+                return prepared
+            out = self._next_exports(now, max_items)
+            for data, upto in out:
+                export = lx.open_export(data, {self.key.key_id: self.key.public_key}, 1)
+                self.ledger.record_prepared(
+                    export.seq, hashlib.sha256(data).digest(), now, upto, data
+                )
+            return out
+
+    def _next_exports(
+        self, now: int, max_items: int
+    ) -> list[tuple[bytes, tuple[int, int, int]]]:
         seq, prev, hosts_to, bundles_to, revs_to = self.ledger.last_export()
+        enrolled = self.ledger.hosts_after(hosts_to)  # read once
         hosts = [
             lx.ExportedHost(
                 h.name, h.env, h.receipt_public, key_id(h.hpke_public), h.enrolled_at
             )
-            for _, h in self.ledger.hosts_after(hosts_to)
+            for _, h in enrolled
         ]
-        new_hosts_to = max(
-            [hosts_to, *(i for i, _ in self.ledger.hosts_after(hosts_to))]
-        )
+        new_hosts_to = max([hosts_to, *(i for i, _ in enrolled)])
         revs = self.ledger.revocations_after(revs_to)
         out: list[tuple[bytes, tuple[int, int, int]]] = []
         top = self.ledger.max_bundle_rowid()
@@ -522,12 +551,17 @@ class Signer:
     def commit_ledger_exports(
         self, exports: list[tuple[bytes, tuple[int, int, int]]], now: int
     ) -> None:
-        """Remember exports written to media, so the next one follows them."""
+        """Remember exports written to media (all or none), so the next one
+        follows them. ``now`` is kept for the callers' sake: an export's own
+        time is the one it was signed with."""
+        del now
+        rows = []
         for data, upto in exports:
-            seq = lx.open_export(data, {self.key.key_id: self.key.public_key}, 1).seq
-            self.ledger.record_export(
-                seq, hashlib.sha256(data).digest(), now, upto, data
+            export = lx.open_export(data, {self.key.key_id: self.key.public_key}, 1)
+            rows.append(
+                (export.seq, hashlib.sha256(data).digest(), export.time, upto, data)
             )
+        self.ledger.commit_exports(rows)
 
     def retired(self, kind: str, name: str) -> bool:
         return (kind, name) in set(self.ledger.revocations())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS issuances (
     owner TEXT NOT NULL, issuer TEXT NOT NULL, issued_at INTEGER NOT NULL,
     not_before INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     max_uses INTEGER NOT NULL, claims_digest BLOB NOT NULL,
-    bundle_digest BLOB NOT NULL, input INTEGER NOT NULL) STRICT;
+    bundle_digest BLOB NOT NULL, input INTEGER NOT NULL) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS issuances_lseq ON issuances(lseq);
 CREATE TABLE IF NOT EXISTS revocations (
     kind TEXT NOT NULL, value TEXT NOT NULL, added_at INTEGER NOT NULL,
@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS receipts (
     prev BLOB NOT NULL, time INTEGER NOT NULL, event TEXT NOT NULL,
     bundle_id TEXT NOT NULL, task TEXT NOT NULL, reason TEXT NOT NULL,
     input INTEGER NOT NULL, PRIMARY KEY (host, seq)) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS receipts_bundle ON receipts(bundle_id);
+DROP INDEX IF EXISTS receipts_bundle;
+CREATE INDEX IF NOT EXISTS receipts_use
+    ON receipts(bundle_id, event, time, task, input);
 CREATE TABLE IF NOT EXISTS forks (
     host TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
     input INTEGER NOT NULL, PRIMARY KEY (host, seq, hash)) STRICT;
@@ -65,7 +67,7 @@ CREATE TABLE IF NOT EXISTS pending (
     input INTEGER PRIMARY KEY, data BLOB NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS statuses (
     bundle_id TEXT PRIMARY KEY, status TEXT NOT NULL, uses INTEGER NOT NULL,
-    denials INTEGER NOT NULL, last_use INTEGER NOT NULL) STRICT;
+    denials INTEGER NOT NULL, last_use INTEGER NOT NULL) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS exceptions (
     id INTEGER PRIMARY KEY, code TEXT NOT NULL, severity INTEGER NOT NULL,
     host TEXT NOT NULL, seq INTEGER NOT NULL, bundle_id TEXT NOT NULL,
@@ -104,10 +106,25 @@ class AuditStore:
     """The auditor's database. Writers use one transaction per input."""
 
     def __init__(self, path: Path) -> None:
-        self.db = _connect(path, _SCHEMA)
-        self.db.execute("PRAGMA synchronous=NORMAL")  # evidence is re-readable
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB at most
+        # Durability: WAL with synchronous=NORMAL never corrupts the store; a
+        # power cut may lose the last commits, i.e. the last inputs of a run,
+        # and feeding them again restores them (an input is known by its
+        # digest only once committed). The store is not a copy of its
+        # inputs, so it is kept durable rather than rebuilt: keep the input
+        # files if it must be rebuildable.
+        self.db = _connect(path, _SCHEMA, journal="WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA cache_size=-262144")  # 256 MiB at most
+        self.db.execute("PRAGMA temp_store=FILE")  # sorts of a million rows
+
+    def commit_point(self) -> None:
+        """Inside :meth:`transaction`: make everything so far durable and go
+        on in a new transaction. Ingestion commits a group of inputs at a
+        time, so pages of the random-keyed indexes are written once per group
+        rather than once per input."""
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
 
     def close(self) -> None:
         self.db.close()
@@ -115,15 +132,25 @@ class AuditStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One explicit transaction (the connection is in autocommit mode,
-        where every statement would commit alone): all of it or nothing."""
+        where every statement would commit alone): all of it or nothing.
+        Nested inside another, a savepoint: all of it or nothing, committed
+        with the outer one."""
+        nested = self.db.in_transaction
+        begin, end, undo = (
+            ("SAVEPOINT one", "RELEASE one", "ROLLBACK TO one")
+            if nested
+            else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        )
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(begin)
             try:
                 yield
-                self.db.execute("COMMIT")
+                self.db.execute(end)
             except BaseException:
                 if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
+                    self.db.execute(undo)
+                    if nested:
+                        self.db.execute(end)
                 raise
         except sqlite3.Error as exc:
             raise HomeError(f"the audit database cannot be written ({exc})") from None
@@ -279,6 +306,7 @@ class AuditStore:
             self.db.execute("DELETE FROM exceptions")
             self.db.execute("DELETE FROM cover")
             self._cover()
+            self._temp_tables()
             self._statuses(now, leeway)
             # Releases matched to their issuance, once: the use checks below
             # scan this instead of joining again each time.
@@ -288,7 +316,8 @@ class AuditStore:
                 "r.time, r.task, r.input, i.host AS ihost, i.env AS ienv, "
                 "i.task AS itask, i.identity, i.issuer, i.issued_at, i.not_before, "
                 "i.expires_at, i.max_uses, coalesce(h.env, '') AS henv "
-                "FROM receipts r JOIN issuances i USING (bundle_id) "
+                "FROM receipts r INDEXED BY receipts_use "
+                "JOIN issuances i USING (bundle_id) "
                 "LEFT JOIN hosts h ON h.name = r.host WHERE r.event = 'release'"
             )
             for code, sql in _derived():
@@ -330,6 +359,32 @@ class AuditStore:
             "WHERE o.host = e.host AND o.seq = 1)"
         )
 
+    def _temp_tables(self) -> None:
+        """Scratch tables each computed in one pass, so the checks below do
+        not each sort or group a million receipts again: ``uses`` (per
+        bundle: releases, denials, newest release) and ``links`` (per
+        receipt: the seq, hash and time of the receipt before it in the
+        host's order). Whatever joins receipts to issuances reads the
+        covering index ``receipts_use`` in bundle id order, so both sides
+        are walked in key order rather than probed at random."""
+        self.db.execute("DROP TABLE IF EXISTS temp.uses")
+        self.db.execute(
+            "CREATE TEMP TABLE uses (bundle_id TEXT PRIMARY KEY, releases INTEGER, "
+            "denials INTEGER, last INTEGER) WITHOUT ROWID"
+        )
+        self.db.execute(
+            "INSERT INTO uses SELECT bundle_id, sum(event = 'release'), "
+            "sum(event = 'deny'), max(CASE WHEN event = 'release' THEN time "
+            "ELSE 0 END) FROM receipts WHERE bundle_id != '' GROUP BY bundle_id"
+        )
+        self.db.execute("DROP TABLE IF EXISTS temp.links")
+        self.db.execute(
+            "CREATE TEMP TABLE links AS SELECT host, seq, prev, time, input, "
+            "lag(seq, 1, 0) OVER w AS ps, lag(hash) OVER w AS ph, "
+            "lag(time) OVER w AS pt FROM receipts "
+            "WINDOW w AS (PARTITION BY host ORDER BY seq)"
+        )
+
     def _statuses(self, now: int, leeway: int) -> None:
         self.db.execute(
             "INSERT INTO statuses SELECT i.bundle_id, CASE"  # noqa: S608
@@ -342,11 +397,8 @@ class AuditStore:
             " WHEN :now > i.expires_at + :lw THEN 'expired-unused'"
             " ELSE 'outstanding' END,"
             " coalesce(u.releases, 0), coalesce(u.denials, 0), coalesce(u.last, 0)"
-            " FROM issuances i LEFT JOIN (SELECT bundle_id,"
-            "  sum(event = 'release') AS releases, sum(event = 'deny') AS denials,"
-            "  max(CASE WHEN event = 'release' THEN time ELSE 0 END) AS last"
-            "  FROM receipts WHERE bundle_id != '' GROUP BY bundle_id) u"
-            " USING (bundle_id) LEFT JOIN cover c ON c.host = i.host",
+            " FROM issuances i LEFT JOIN uses u USING (bundle_id)"
+            " LEFT JOIN cover c ON c.host = i.host ORDER BY i.bundle_id",
             {"now": now, "lw": leeway},
         )
 
@@ -370,7 +422,7 @@ class AuditStore:
             )
         ]
 
-    def exceptions(self, limit: int = -1) -> Iterator[tuple[Any, ...]]:
+    def exceptions(self, limit: int = -1) -> Generator[tuple[Any, ...]]:
         """(code, severity rank, host, seq, bundle id, message, file, input
         sha256), worst first, then by host and seq."""
         for row in self.db.execute(
@@ -383,7 +435,7 @@ class AuditStore:
         ):
             yield (*row[:7], bytes(row[7]).hex())
 
-    def bundles(self) -> Iterator[tuple[Any, ...]]:
+    def bundles(self) -> Generator[tuple[Any, ...]]:
         """(bundle id, lseq, host, env, task, identity, owner, not_before,
         expires_at, max_uses, status, uses, denials, last_use) in lseq order."""
         yield from self.db.execute(
@@ -465,17 +517,14 @@ def _derived() -> list[tuple[str, str]]:
     return [
         (
             "chain-gap",
-            "SELECT host, p + 1, '', 'receipts ' || (p + 1) || '..' || (seq - 1) "
-            "|| ' of host ' || host || ' are missing', input FROM (SELECT host, seq, "
-            "input, lag(seq, 1, 0) OVER (PARTITION BY host ORDER BY seq) AS p "
-            "FROM receipts) WHERE seq - p > 1",
+            "SELECT host, ps + 1, '', 'receipts ' || (ps + 1) || '..' || (seq - 1) "
+            "|| ' of host ' || host || ' are missing', input FROM links "
+            "WHERE seq - ps > 1",
         ),
         (
             "chain-break",
             "SELECT host, seq, '', 'receipt ' || seq || ' does not link to "
-            "receipt ' || (seq - 1), input FROM (SELECT host, seq, prev, input, "
-            "lag(seq) OVER w AS ps, lag(hash) OVER w AS ph FROM receipts "
-            "WINDOW w AS (PARTITION BY host ORDER BY seq)) "
+            "receipt ' || (seq - 1), input FROM links "
             "WHERE (seq = 1 AND prev != zeroblob(32)) OR (ps = seq - 1 AND prev != ph)",
         ),
         (
@@ -510,9 +559,7 @@ def _derived() -> list[tuple[str, str]]:
             "SELECT host, seq, bundle_id, 'the host reported ' || reason, input "
             "FROM receipts WHERE reason IN ('clock-behind-floor', 'from-the-future') "
             "UNION ALL SELECT host, seq, '', 'receipt ' || seq || ' is dated ' || "
-            "(pt - time) || ' s before receipt ' || (seq - 1), input FROM (SELECT "
-            "host, seq, time, input, lag(seq) OVER w AS ps, lag(time) OVER w AS pt "
-            "FROM receipts WINDOW w AS (PARTITION BY host ORDER BY seq)) "
+            "(pt - time) || ' s before receipt ' || (seq - 1), input FROM links "
             "WHERE ps = seq - 1 AND time < pt - :lw",
         ),
         (
@@ -524,8 +571,8 @@ def _derived() -> list[tuple[str, str]]:
             "unknown-bundle",
             "SELECT r.host, r.seq, r.bundle_id, 'a ' || r.event || ' receipt "
             "names a bundle no ledger export lists', r.input FROM receipts r "
-            "LEFT JOIN issuances i USING (bundle_id) WHERE r.bundle_id != '' "
-            "AND i.bundle_id IS NULL",
+            "WHERE r.bundle_id IN (SELECT bundle_id FROM uses u WHERE NOT EXISTS "
+            "(SELECT 1 FROM issuances i WHERE i.bundle_id = u.bundle_id))",
         ),
         (
             "refused-unauthenticated",
@@ -566,7 +613,9 @@ def _derived() -> list[tuple[str, str]]:
             "SELECT host, seq, bundle_id, 'release ' || n || ' of at most ' || "  # noqa: S608
             "max_uses, input FROM (SELECT r.host, r.seq, r.bundle_id, r.input, "
             "r.max_uses, row_number() OVER (PARTITION BY r.bundle_id ORDER BY "
-            f"r.time, r.host, r.seq) AS n {release}) WHERE n > max_uses",
+            f"r.time, r.host, r.seq) AS n {release} AND r.bundle_id IN (SELECT "
+            "bundle_id FROM uses u JOIN issuances i USING (bundle_id) WHERE "
+            "u.releases > i.max_uses)) WHERE n > max_uses",
         ),
         (
             "use-after-revocation",
@@ -588,9 +637,10 @@ def _derived() -> list[tuple[str, str]]:
             "(prev != zeroblob(32) OR first_lseq != 1)) OR (ps = seq - 1 AND "
             "(prev != pd OR first_lseq != pl + 1)) "
             "UNION ALL SELECT '', p + 1, '', 'issuances ' || (p + 1) || '..' || "
-            "(lseq - 1) || ' of the ledger are missing from its exports', input "
-            "FROM (SELECT lseq, input, lag(lseq, 1, 0) OVER (ORDER BY lseq) AS p "
-            "FROM issuances) WHERE lseq - p > 1 "
+            "(lseq - 1) || ' of the ledger are missing from its exports', (SELECT "
+            "input FROM issuances j WHERE j.lseq = x.lseq) FROM (SELECT lseq, "
+            "lag(lseq, 1, 0) OVER (ORDER BY lseq) AS p FROM issuances) x "
+            "WHERE lseq - p > 1 "
             "UNION ALL SELECT '', t.top + 1, '', 'issuances ' || (t.top + 1) || "
             "'..' || e.last || ' of the ledger are missing from its exports', "
             "e.input FROM (SELECT coalesce(max(lseq), 0) AS top FROM issuances) t, "

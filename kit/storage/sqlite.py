@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -21,13 +20,13 @@ from kit.storage.base import HostRecord, IssuanceRecord, ReceiptBuilder, UseReco
 GENESIS = bytes(32)
 
 
-def _connect(path: Path, schema: str) -> sqlite3.Connection:
+def _connect(path: Path, schema: str, journal: str = "DELETE") -> sqlite3.Connection:
     try:
         # Private from the first byte; SQLite gives its journal the same mode.
         if not os.path.lexists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f"PRAGMA journal_mode={journal}")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(schema)
@@ -63,6 +62,10 @@ CREATE TABLE IF NOT EXISTS ledger_exports (
     seq INTEGER PRIMARY KEY, digest BLOB NOT NULL, time INTEGER NOT NULL,
     hosts_to INTEGER NOT NULL, bundles_to INTEGER NOT NULL,
     revocations_to INTEGER NOT NULL, raw BLOB NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS ledger_exports_prepared (
+    seq INTEGER PRIMARY KEY, digest BLOB NOT NULL, time INTEGER NOT NULL,
+    hosts_to INTEGER NOT NULL, bundles_to INTEGER NOT NULL,
+    revocations_to INTEGER NOT NULL, raw BLOB NOT NULL) STRICT;
 """
 
 
@@ -70,7 +73,10 @@ class SqliteLedger:
     """The signer's issuance ledger."""
 
     def __init__(self, path: Path) -> None:
-        self._db = _connect(path, _LEDGER_SCHEMA)
+        # Write-ahead log with synchronous=FULL: each issuance is durable when
+        # its commit returns, at the price of one fsync (of the log) instead
+        # of the rollback journal's several (docs/BENCHMARKS.md).
+        self._db = _connect(path, _LEDGER_SCHEMA, journal="WAL")
 
     def add_host(self, host: HostRecord) -> None:
         with self._db:
@@ -97,6 +103,8 @@ class SqliteLedger:
         ]
 
     def record_bundle(self, rec: IssuanceRecord) -> None:
+        import json  # the ledger's only; the host's hot path never loads it
+
         with self._db:
             self._db.execute(
                 "INSERT INTO bundles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -123,6 +131,8 @@ class SqliteLedger:
 
     @staticmethod
     def _bundle(row: tuple[object, ...]) -> IssuanceRecord:
+        import json
+
         values = list(row)
         values[6] = tuple(tuple(c) for c in json.loads(str(values[6])))
         values[16] = tuple(json.loads(str(values[16])))
@@ -257,6 +267,68 @@ class SqliteLedger:
                 "INSERT INTO ledger_exports VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (seq, digest, time, *upto, raw),
             )
+
+    @contextlib.contextmanager
+    def export_snapshot(self) -> Iterator[None]:
+        """One IMMEDIATE transaction for preparing exports: everything read
+        inside it is one consistent state of the ledger (a host enrolled
+        meanwhile is either in it or left for the next export), and a
+        concurrent export waits. Committed on leaving, rolled back on error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def prepared_exports(self) -> list[tuple[bytes, tuple[int, int, int]]]:
+        """Exports signed but not yet committed (a run that stopped between
+        signing and committing), (envelope bytes, rowids covered), oldest
+        first: they are written again byte for byte, never re-signed."""
+        return [
+            (bytes(r[3]), (int(r[0]), int(r[1]), int(r[2])))
+            for r in self._db.execute(
+                "SELECT hosts_to, bundles_to, revocations_to, raw "
+                "FROM ledger_exports_prepared ORDER BY seq"
+            )
+        ]
+
+    def record_prepared(
+        self, seq: int, digest: bytes, time: int, upto: tuple[int, int, int], raw: bytes
+    ) -> None:
+        """Inside :meth:`export_snapshot`: remember an export before it is
+        written to media."""
+        self._db.execute(
+            "INSERT INTO ledger_exports_prepared VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, digest, time, *upto, raw),
+        )
+
+    def commit_exports(
+        self, rows: list[tuple[int, bytes, int, tuple[int, int, int], bytes]]
+    ) -> None:
+        """Record exports as made (all or none) and forget them as prepared.
+        An export already recorded with the same digest (a concurrent run
+        wrote the same prepared bytes) is no error; another digest is."""
+        with self.export_snapshot():
+            for seq, digest, time, upto, raw in rows:
+                known = self._db.execute(
+                    "SELECT digest FROM ledger_exports WHERE seq = ?", (seq,)
+                ).fetchone()
+                if known is None:
+                    self._db.execute(
+                        "INSERT INTO ledger_exports VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (seq, digest, time, *upto, raw),
+                    )
+                elif bytes(known[0]) != digest:
+                    raise HomeError(
+                        f"ledger export {seq} was already recorded with other "
+                        "bytes; the ledger changed under this run, nothing recorded"
+                    )
+                self._db.execute(
+                    "DELETE FROM ledger_exports_prepared WHERE seq = ?", (seq,)
+                )
 
     def exports(self) -> list[tuple[int, bytes]]:
         """Every export made, (seq, envelope bytes), oldest first."""
