@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 from kit.errors import HomeError
 from kit.fsutil import atomic_write, ensure_private_dir
 
@@ -19,6 +17,8 @@ def default_home() -> Path:
     env = os.environ.get("KIT_HOME")
     if env:
         return Path(env)
+    import platformdirs  # only here: every other path has a --home or KIT_HOME
+
     return Path(platformdirs.user_data_dir("kit", appauthor=False))
 
 

@@ -294,7 +294,7 @@ def test_host_status_reports_state_and_problems(world: World, tmp_path: Path) ->
     )
     host = world.host()
     try:
-        host.import_media(tmp_path / "rl", now=T0)
+        host.import_media(tmp_path / "rl", now=now)
     finally:
         host.close()
     issued = world.issue(max_uses=2)

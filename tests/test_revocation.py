@@ -3,24 +3,25 @@ the hostile input; nothing is released and a denial receipt names why."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import T0, TASK, World, child_argv
+from conftest import DAY, T0, TASK, World, child_argv
 
 from kit.crypto.sign import SigningKey
-from kit.errors import DeniedError, FormatError, MediaError, UnauthenticatedError
+from kit.errors import DeniedError, FormatError, UnauthenticatedError
 from kit.formats.revocation import Entry, load_list, sign_list
 from kit.media import write_media
 
 HOUR = 3600
 
 
-def _carry(world: World, data: bytes, folder: Path) -> None:
+def _carry(world: World, data: bytes, folder: Path, now: int = T0) -> None:
     write_media(folder, {"revocations.kit": data})
     host = world.host()
     try:
-        host.import_media(folder, now=T0)
+        host.import_media(folder, now=now)
     finally:
         host.close()
 
@@ -35,7 +36,7 @@ def _publish(
 ) -> bytes:
     world.signer.revoke(list(entries), now)
     data = world.signer.revocation_list(now, validity)
-    _carry(world, data, tmp_path / name)
+    _carry(world, data, tmp_path / name, now)
     return data
 
 
@@ -99,10 +100,10 @@ def test_stale_list_refuses_every_release(world: World, tmp_path: Path) -> None:
 def test_rollback_and_fork_are_refused(world: World, tmp_path: Path) -> None:
     v1 = world.signer.revocation_list(T0, HOUR)
     v2 = _publish(world, tmp_path, "usb2", ("env", "staging"))
-    with pytest.raises(MediaError, match="rollback"):
+    with pytest.raises(DeniedError, match="rollback"):
         _carry(world, v1, tmp_path / "old")
     other = sign_list(world.signer.root.name, 2, T0, T0 + HOUR, [], world.signer.key)
-    with pytest.raises(MediaError, match="a different revocation list v2"):
+    with pytest.raises(DeniedError, match="a different revocation list v2"):
         _carry(world, other, tmp_path / "fork")
     host = world.host()
     try:
@@ -114,7 +115,7 @@ def test_rollback_and_fork_are_refused(world: World, tmp_path: Path) -> None:
     finally:
         host.close()
     # an expired list still sets the version floor
-    with pytest.raises(MediaError, match="rollback"):
+    with pytest.raises(DeniedError, match="rollback"):
         _carry(world, v1, tmp_path / "old-again")
 
 
@@ -197,7 +198,7 @@ def test_bad_revoke_arguments_are_usage_errors(world: World) -> None:
 
 def test_list_of_another_signer_name_is_refused(world: World, tmp_path: Path) -> None:
     other = sign_list("someone-else", 3, T0, T0 + HOUR, [], world.signer.key)
-    with pytest.raises(MediaError, match="a revocation list of 'someone-else'"):
+    with pytest.raises(DeniedError, match="a revocation list of 'someone-else'"):
         _carry(world, other, tmp_path / "usb")
 
 
@@ -227,7 +228,7 @@ def test_list_whose_revoker_left_the_root_blocks_releases_until_replaced(
     exc = _refused(world, world.issue().data, tmp_path)  # the host still opens
     assert exc.code == "revocation-list-stale" and "no longer signed" in str(exc)
     older = sign_list(world.signer.root.name, 6, T0, T0 + HOUR, [], world.signer.key)
-    with pytest.raises(MediaError, match="rollback"):  # the floor survives
+    with pytest.raises(DeniedError, match="rollback"):  # the floor survives
         _carry(world, older, tmp_path / "old")
     fresh = sign_list(world.signer.root.name, 8, T0, T0 + HOUR, [], world.signer.key)
     _carry(world, fresh, tmp_path / "fresh")
@@ -236,5 +237,27 @@ def test_list_whose_revoker_left_the_root_blocks_releases_until_replaced(
         host.authorize(
             world.issue().data, task=TASK, command=child_argv(tmp_path / "o"), now=T0
         )
+    finally:
+        host.close()
+
+
+def test_list_issued_after_the_host_clock_is_refused(
+    world: World, tmp_path: Path
+) -> None:
+    """A signer whose clock runs years ahead would otherwise put a list in
+    force until then, and staleness would never show."""
+    ahead = T0 + 4 * 365 * DAY
+    future = sign_list(
+        world.signer.root.name, 7, ahead, ahead + DAY, [], world.signer.key
+    )
+    with pytest.raises(DeniedError, match=r"issued \d+ s after this host's clock"):
+        _carry(world, future, tmp_path / "future")
+    denial = world.receipts()[-1]
+    assert (denial.action, denial.reason) == ("import", "revocation-from-the-future")
+    assert denial.bundle_digest == hashlib.sha256(future).digest()
+    host = world.host()
+    try:
+        assert host.revocations is None  # nothing taken in, no floor raised
+        assert host.state.get("revocation_version") is None
     finally:
         host.close()

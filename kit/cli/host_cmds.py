@@ -22,6 +22,7 @@ from kit.cli.common import (
 )
 from kit.cli.signer_cmds import utc
 from kit.crypto.sign import fingerprint
+from kit.errors import MediaError
 from kit.fsutil import atomic_write, read_regular
 from kit.host.host import Host, init_host
 from kit.host.offline import forbid_network
@@ -65,6 +66,8 @@ def host_init(
     """
     forbid_network()
     path = home_path(home)
+    if out is not None and not out.parent.is_dir():  # before the home exists
+        raise MediaError(f"--out {out}: folder {out.parent} does not exist")
     request, root = init_host(
         path, name, env, read_regular(trust, 1 << 16, "trust root"), int(time.time())
     )
@@ -73,7 +76,7 @@ def host_init(
     say(f"host home: {path}")
     say(f"pinned trust root {root.name} v{root.version}, fingerprint:")
     say(f"  {fingerprint(root.digest)}")
-    say("Compare it with the fingerprint the signer printed before enrolling.")
+    say("Compare it with the one 'kit trust show' prints on the signer.")
     say(f"enrollment request: {out or path / 'enrollment.kit'}")
 
 

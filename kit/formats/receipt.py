@@ -40,6 +40,8 @@ MAX_SEQ = 1 << 62
 RECEIPT_ARG_RE = re.compile(r"[^\x00]{0,256}")
 MAX_TASK = 63
 RECEIPT_NAME_RE = re.compile(r"[^\x00]{1,63}")
+# A reason code (FORMAT.md 5.5): never free text, so it can be printed as is.
+REASON_RE = re.compile(r"[a-z][a-z0-9-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ def _decode_receipt(env: Envelope) -> Receipt:
     f.done()
     if (r.event == "deny") != bool(r.reason):
         raise FormatError("receipt: a reason is required on denials and only there")
+    if r.reason:
+        encoding.check_text(r.reason, "receipt reason", REASON_RE)
     return r
 
 

@@ -29,10 +29,8 @@ from kit.errors import (
     UnauthenticatedError,
     restated,
 )
-from kit.formats import receipt as rfmt
 from kit.formats.bundle import CAP as BUNDLE_CAP
 from kit.formats.bundle import MAX_ARGS, MAX_DATASETS, Claims
-from kit.formats.enrollment import Enrollment, make_enrollment
 from kit.formats.revocation import CAP as REVOCATION_CAP
 from kit.formats.revocation import RevocationList, load_list
 from kit.formats.trustroot import CAP as TRUST_ROOT_CAP
@@ -57,7 +55,6 @@ from kit.host.verifier import (
     check_approvals,
     check_scope,
 )
-from kit.media import read_media, write_media
 from kit.storage.base import ReceiptBuilder, UseRecord
 from kit.storage.sqlite import SqliteHostState
 
@@ -94,6 +91,8 @@ def init_host(
     state.put("env", env.encode())
     state.put("trust_root_sha256", root.digest)
     state.close()
+    from kit.formats.enrollment import Enrollment, make_enrollment
+
     request = make_enrollment(
         Enrollment(name, env, hpke.public_key, rkey.public_key, root.digest, now), rkey
     )
@@ -127,6 +126,8 @@ def _host_cap(name: str) -> int:
     if name.startswith("trust-root"):
         return TRUST_ROOT_CAP
     if name.startswith("receipts-"):
+        from kit.formats import receipt as rfmt
+
         return rfmt.BATCH_CAP
     if name == REVOCATIONS:
         return REVOCATION_CAP
@@ -249,6 +250,9 @@ class Host:
         duration_ms: int = 0,
         approvals: tuple[str, ...] = (),
     ) -> ReceiptBuilder:
+        # Loaded with the first receipt: `kit verify` of a good bundle writes none.
+        from kit.formats import receipt as rfmt
+
         # What was asked is recorded as asked, cut to the receipt's bounds.
         task = _printable(request.task)[: rfmt.MAX_TASK]
         command = tuple(_printable(a)[:256] for a in (request.command or ())[:MAX_ARGS])
@@ -607,11 +611,12 @@ class Host:
         the refused file, or of nothing when no one file is at fault.
         """
         from kit import qr  # Pillow and zxing-cpp load only for QR folders
+        from kit.media import read_media  # not on the verify / run path
 
         try:
             if qr.is_image_folder(folder):
-                return self.import_qr_images(folder)
-            return self.import_files(folder, read_media(folder, _host_cap))
+                return self.import_qr_images(folder, now=now)
+            return self.import_files(folder, read_media(folder, _host_cap), now=now)
         except (FormatError, UnauthenticatedError, DeniedError, MediaError) as exc:
             if not str(exc).endswith("nothing imported"):  # e.g. from read_media
                 exc.args = (f"{exc}; nothing imported",)
@@ -625,7 +630,7 @@ class Host:
             )
             raise
 
-    def import_qr_images(self, folder: Path) -> ImportResult:
+    def import_qr_images(self, folder: Path, *, now: int) -> ImportResult:
         """Decode every image, rebuild every object (each one complete and
         matching its message id), name it as ``kit export`` would and import
         the lot by :meth:`import_files`. Images with no QR code are named in
@@ -636,8 +641,7 @@ class Host:
             report = qr.collect_images(qr.image_paths([folder]))
             objects = report.collector.results()
         except FormatError as exc:
-            # frames missing or inconsistent: the media, not an object, is bad
-            raise MediaError(f"{folder}: {exc}; nothing imported") from None
+            raise restated(exc, folder) from None  # FORMAT.md 13.2: exit 3
         files: dict[str, bytes] = {}
         for mid, data in objects.items():
             try:
@@ -657,19 +661,23 @@ class Host:
                     f"{_host_cap(name)}-byte cap of {name}"
                 )
             files[name] = data
-        result = self.import_files(folder, files)
+        result = self.import_files(folder, files, now=now)
         empty = [f"{p.name} (no QR code found)" for p in report.empty]
         return ImportResult(
             result.staged, empty + result.skipped, result.pinned, result.revocation
         )
 
-    def import_files(self, folder: Path, files: dict[str, bytes]) -> ImportResult:
+    def import_files(
+        self, folder: Path, files: dict[str, bytes], *, now: int
+    ) -> ImportResult:
         """Import media files already read, by name (FORMAT.md 10).
 
         Every bundle must authenticate against the pinned root, and a trust
         root on the media must extend the pinned one (4.3). Bundles for other
         hosts and receipt batches (one stick may serve several hosts and carry
-        receipts back) are skipped and named.
+        receipts back) are skipped and named. A bundle already staged with
+        approvals the new copy lacks is kept (a fresh export of the signer's
+        outbox must not undo approvals added on the way).
         """
         chain = self._root_chain(folder, files)
         root = chain[-1] if chain else self.root
@@ -694,7 +702,20 @@ class Host:
                 skipped.append(f"{name} (for host {c.host})")
                 continue
             staged[c.bundle_id] = v
-        newer = self._newer_revocations(folder, files, root)
+        newer = self._newer_revocations(folder, files, root, now)
+        for bundle_id, v in list(staged.items()):
+            held = self._approvals_kept(v, root)
+            if held:
+                del staged[bundle_id]
+                skipped.append(
+                    f"bundle-{bundle_id}.kit (the staged copy has {held} "
+                    "approval(s) this one lacks; kept it)"
+                )
+        # Bundles first: a failed write (read-only inbox) then leaves the
+        # pinned root and the list in force as they were. A bundle staged
+        # before a later step fails is harmless: it is checked again at use.
+        for v in staged.values():
+            atomic_write(self.inbox_path(v.claims.bundle_id), v.bundle.envelope.raw)
         for new in chain:
             self._pin(new)
         if newer is not None:
@@ -702,8 +723,6 @@ class Host:
             self.state.put("revocation_version", str(newer.version).encode())
             self.revocations = newer
             self.revocation_unusable = False
-        for v in staged.values():
-            atomic_write(self.inbox_path(v.claims.bundle_id), v.bundle.envelope.raw)
         return ImportResult(
             list(staged.values()),
             skipped,
@@ -726,8 +745,23 @@ class Host:
         except (FormatError, UnauthenticatedError) as exc:
             raise restated(exc, folder) from None
 
+    def _approvals_kept(self, new: Verified, root: TrustRoot) -> int:
+        """How many approvals the copy of this bundle already staged has that
+        ``new`` lacks, when it has more in all; 0 to stage ``new``."""
+        try:
+            path = self.inbox_path(new.claims.bundle_id)
+            old = authenticate(
+                read_regular(path, BUNDLE_CAP, "bundle"), root, approvals=False
+            )
+        except KitError:  # none staged, or unusable now: take the new copy
+            return 0
+        if old.bundle.envelope.body != new.bundle.envelope.body:
+            return 0
+        have, got = approvals_of(old.bundle, root), approvals_of(new.bundle, root)
+        return len(have - got) if len(have) > len(got) else 0
+
     def _newer_revocations(
-        self, folder: Path, files: dict[str, bytes], root: TrustRoot
+        self, folder: Path, files: dict[str, bytes], root: TrustRoot, now: int
     ) -> RevocationList | None:
         """The list on the media if it is authentic and not older than the one
         in force; a rollback or a different list of the same version refuses
@@ -740,33 +774,45 @@ class Host:
         except (FormatError, UnauthenticatedError) as exc:
             raise restated(exc, folder / REVOCATIONS, data) from None
         try:
+            if new.issued_at > now + self.policy.leeway:
+                raise DeniedError(
+                    "revocation-from-the-future",
+                    f"{folder / REVOCATIONS}: revocation list v{new.version} was "
+                    f"issued {new.issued_at - now} s after this host's clock "
+                    f"({_utc(new.issued_at)}); the signer's or this host's clock is "
+                    "wrong; nothing imported",
+                )
             if new.name != root.name:
-                raise MediaError(
+                raise DeniedError(
+                    "revocation-foreign",
                     f"{folder / REVOCATIONS}: a revocation list of {new.name!r}, not "
-                    f"{root.name!r}; nothing imported"
+                    f"{root.name!r}; nothing imported",
                 )
             floor = int((self.state.get("revocation_version") or b"0").decode())
             if new.version < floor:
-                raise MediaError(
+                raise DeniedError(
+                    "revocation-rollback",
                     f"{folder / REVOCATIONS}: revocation list v{new.version} is older "
-                    f"than v{floor} already taken in (rollback); nothing imported"
+                    f"than v{floor} already taken in (rollback); nothing imported",
                 )
             held = self.revocations
             if held is not None:
                 if new.version < held.version:
-                    raise MediaError(
+                    raise DeniedError(
+                        "revocation-rollback",
                         f"{folder / REVOCATIONS}: revocation list v{new.version} is "
                         f"older than v{held.version} in force (rollback); "
-                        "nothing imported"
+                        "nothing imported",
                     )
                 if new.version == held.version:
                     if new.digest != held.digest:
-                        raise MediaError(
+                        raise DeniedError(
+                            "revocation-fork",
                             f"{folder / REVOCATIONS}: a different revocation list "
-                            f"v{new.version}; nothing imported"
+                            f"v{new.version}; nothing imported",
                         )
                     return None
-        except MediaError as exc:
+        except DeniedError as exc:
             exc.evidence = data  # the refused list's digest goes in the receipt
             raise
         return new
@@ -795,6 +841,8 @@ class Host:
 
         Returns (path, first seq, last seq), or None when there is nothing new.
         """
+        from kit.formats import receipt as rfmt
+
         self.state.check_journal()
         done = int((self.state.get("exported_seq") or b"0").decode())
         start = done if from_seq is None else max(0, from_seq - 1)
@@ -811,6 +859,8 @@ class Host:
             self._signing,
         )
         name = f"receipts-{self.identity.name}-{first:010d}-{last:010d}.kit"
+        from kit.media import write_media  # not on the verify / run path
+
         [path] = write_media(
             folder, {name: rfmt.encode_batch([raw for _, raw in rows], checkpoint)}
         )
