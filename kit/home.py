@@ -22,13 +22,24 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("kit", appauthor=False))
 
 
-def create_home(path: Path, kind: str) -> None:
+def check_new_home(path: Path) -> None:
+    """Refuse a folder that cannot become a new home (it holds a home or other
+    files), so that a command can say so before it asks for a passphrase."""
     if (path / MARKER).exists():
         raise HomeError(
             f"{path} is already a kit {read_kind(path)} home; choose another --home"
         )
-    if path.exists() and any(path.iterdir()):
+    try:
+        taken = path.exists() and any(path.iterdir())
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise HomeError(f"{path}: {why}; choose another --home") from None
+    if taken:
         raise HomeError(f"{path} exists and is not empty; choose another --home")
+
+
+def create_home(path: Path, kind: str) -> None:
+    check_new_home(path)
     ensure_private_dir(path)
     atomic_write(path / MARKER, f"{kind}\n".encode(), 0o600)
 

@@ -48,6 +48,18 @@ ZSH = SHARE / "zsh" / "site-functions" / "_kit"
 WIDTH = "100"
 # Variables that would make rich draw colours or change the width.
 SCRUB = ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "TERMINAL_WIDTH", "LINES")
+# Every variable kit reads, for the manual pages' ENVIRONMENT section. The
+# hand-written "Environment" table in docs/CLI.md must name each one too, and
+# every option's envvar in the command tree must be here: render() refuses to
+# write the docs otherwise (tests/test_cli_edges.py also greps kit/ for them).
+ENVIRONMENT = {
+    "KIT_HOME": "The kit home folder when --home is not given (every command "
+    "with --home).",
+    "KIT_PASSPHRASE_FILE": "A file of mode 0600 whose first line is the "
+    "passphrase, read instead of prompting; the same as --passphrase-file.",
+    "KIT_BUNDLES": "The folder of workflow identity declarations when --bundles "
+    "is not given (kit issue, kit inventory).",
+}
 
 
 def kit_executable() -> str:
@@ -124,11 +136,39 @@ def render_reference() -> str:
     return "\n".join(out) + "\n"
 
 
+def option_envvars() -> set[str]:
+    """Every environment variable an option of some command reads."""
+    found: set[str] = set()
+    for _, cmd in command_tree():
+        for param in cmd.params:
+            envvar = getattr(param, "envvar", None)
+            if isinstance(envvar, str):
+                found.add(envvar)
+            elif envvar:
+                found.update(envvar)
+    return found
+
+
+def check_environment(head: str) -> None:
+    """The Environment table and ENVIRONMENT name every variable kit reads."""
+    unknown = option_envvars() - set(ENVIRONMENT)
+    if unknown:
+        raise SystemExit(
+            f"gen_cli_docs: describe {', '.join(sorted(unknown))} in ENVIRONMENT"
+        )
+    missing = [v for v in ENVIRONMENT if f"| `{v}` |" not in head]
+    if missing:
+        raise SystemExit(
+            f"gen_cli_docs: {DOC}'s Environment table lacks {', '.join(missing)}"
+        )
+
+
 def render(current: str) -> str:
     """``current`` with everything after the marker regenerated."""
     head, sep, _ = current.partition(MARKER)
     if not sep:
         raise SystemExit(f"gen_cli_docs: {DOC} lacks the line {MARKER!r}")
+    check_environment(head)
     return head + MARKER + "\n\n" + render_reference()
 
 
@@ -249,12 +289,7 @@ def render_man(path: tuple[str, ...], cmd: Any) -> str:
         ".SH EXIT STATUS",
         exit_status(),
         ".SH ENVIRONMENT",
-        ".TP",
-        "KIT_HOME",
-        r"The kit home folder when \fB\-\-home\fR is not given.",
-        ".TP",
-        "KIT_PASSPHRASE_FILE",
-        "A file of mode 0600 whose first line is the passphrase.",
+        *(x for var, text in ENVIRONMENT.items() for x in (".TP", var, roff(text))),
         ".SH SEE ALSO",
         ", ".join(related) + ".",
         ".PP",

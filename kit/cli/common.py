@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
+from kit import encoding
 from kit.cli.plain import (
     DENIED,
     HOME,
@@ -47,9 +49,11 @@ __all__ = [
     "RUN_CODES",
     "STATE",
     "USAGE",
+    "ForceOpt",
     "HomeOpt",
     "JsonOpt",
     "PassFileOpt",
+    "check_name",
     "emit_json",
     "exit_code",
     "fail",
@@ -57,6 +61,7 @@ __all__ = [
     "home_path",
     "parse_command",
     "read_passphrase",
+    "refuse_existing",
     "say",
 ]
 
@@ -64,6 +69,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 STATE = {"debug": False}
+INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it and fast.py returns
 
 HomeOpt = Annotated[
     Path | None,
@@ -109,8 +115,13 @@ def handled(run: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 if STATE["debug"]:
                     raise
                 fail(exc, run=run)
-            except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            except (typer.Exit, typer.Abort):
                 raise
+            except KeyboardInterrupt:  # as the hot path (kit/cli/fast.py) says it
+                if STATE["debug"]:
+                    raise
+                say("\nkit: interrupted (Ctrl-C)")
+                raise typer.Exit(INTERRUPTED) from None
             except BrokenPipeError:  # the reader went away (e.g. | head)
                 raise typer.Exit(broken_pipe()) from None
             except Exception as exc:  # the process boundary: no traceback leaks
@@ -143,12 +154,47 @@ def read_passphrase(passfile: Path | None, *, confirm: bool = False) -> bytes:
             "no passphrase: use --passphrase-file or KIT_PASSPHRASE_FILE, "
             "or run from a terminal to be prompted"
         )
-    first = getpass.getpass("Passphrase: ")
-    if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise UsageError("the passphrases do not match")
+    try:
+        first = getpass.getpass("Passphrase: ")
+        if confirm and getpass.getpass("Repeat passphrase: ") != first:
+            raise UsageError("the passphrases do not match")
+    except (EOFError, KeyboardInterrupt) as exc:
+        sys.stderr.write("\n")  # getpass leaves the cursor after its prompt
+        how = "end of input (Ctrl-D)" if isinstance(exc, EOFError) else "Ctrl-C"
+        raise UsageError(f"no passphrase given: {how} at the prompt") from None
     if not first:
         raise UsageError("the passphrase is empty")
     return _long_enough(first.encode(), confirm)
+
+
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace an existing --out file.")
+]
+
+
+def refuse_existing(out: Path | None, force: bool) -> None:
+    """An --out file that exists is refused (MediaError, exit 4) unless
+    --force, as kit qr does; call it before anything is read or written."""
+    if out is not None and not force and os.path.lexists(out):
+        raise MediaError(
+            f"{out} already exists; nothing read or written. Choose another "
+            "name, or pass --force to replace it"
+        )
+
+
+NAME_RULE = (
+    "1 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+)
+
+
+def check_name(value: str, option: str) -> str:
+    """A name given on the command line (host, env, label, ...): a usage error
+    naming the option and the rule when it is not one kit can record."""
+    if encoding.NAME_RE.fullmatch(value) is None:
+        raise UsageError(
+            f"{option} {value[:70]!r} is not a valid name: use {NAME_RULE}"
+        )
+    return value
 
 
 MIN_NEW_PASSPHRASE = 8

@@ -21,10 +21,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kit.cli.plain import (
     broken_pipe,
@@ -42,8 +41,7 @@ if TYPE_CHECKING:
 VALUE, MULTIPLE, FLAG = "value", "multiple", "flag"
 
 
-@dataclass(frozen=True)
-class CommandSpec:
+class CommandSpec(NamedTuple):
     """One command's grammar as the fast parser accepts it."""
 
     argument: str  # the single positional argument's parameter name
@@ -337,20 +335,25 @@ def _no_tty(c: Claims) -> bool:
 
 
 def _confirm(c: Claims) -> bool:
-    """Show a high-risk bundle's claims on the terminal and ask."""
-    import typer
-
+    """Show a high-risk bundle's claims on the terminal and ask. Only ``y`` or
+    ``yes`` releases; end of input (Ctrl-D) and Ctrl-C are a refusal like
+    ``n``, so the host records ``not-confirmed`` and spends no use."""
     say(f"kit: bundle {c.bundle_id} is HIGH risk")
     say(f"  identity {c.identity or '(ad hoc)'}, owner {c.owner}")
     say(f"  env {c.env}, task {c.task}, expires {utc(c.expires_at)}")
     say(f"  commands: {'; '.join(' '.join(p) for p in c.commands)}")
     say(f"  datasets: {', '.join(c.datasets) or 'none'}")
-    answer: str = typer.prompt(
-        "Release the secret for this run? [y/N]",
-        default="",
-        show_default=False,
-        err=True,
-    )
+    sys.stderr.write("Release the secret for this run? [y/N]: ")
+    sys.stderr.flush()
+    answer: str | None
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        answer = None
+    if not answer:  # Ctrl-C, or end of input: the terminal line has no newline
+        how = "interrupted (Ctrl-C)" if answer is None else "no answer (end of input)"
+        say(f"\nkit: {how}: taken as no")
+        return False
     return answer.strip().lower() in ("y", "yes")
 
 

@@ -13,11 +13,14 @@ from typing import Annotated
 import typer
 
 from kit.cli.common import (
+    ForceOpt,
     HomeOpt,
     JsonOpt,
+    check_name,
     emit_json,
     handled,
     home_path,
+    refuse_existing,
     say,
 )
 from kit.cli.signer_cmds import utc
@@ -59,15 +62,19 @@ def host_init(
     out: Annotated[
         Path | None, typer.Option(help="Also write the enrollment request here.")
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Generate host keys, pin the trust root, write an enrollment request.
 
     Example: kit host init --name build-01 --env prod --trust /media/usb/trust-root.kit
     """
     forbid_network()
+    check_name(name, "--name")
+    check_name(env, "--env")
     path = home_path(home)
     if out is not None and not out.parent.is_dir():  # before the home exists
         raise MediaError(f"--out {out}: folder {out.parent} does not exist")
+    refuse_existing(out, force)
     request, root = init_host(
         path, name, env, read_regular(trust, 1 << 16, "trust root"), int(time.time())
     )

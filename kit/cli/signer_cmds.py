@@ -12,14 +12,17 @@ import typer
 
 from kit import encoding
 from kit.cli.common import (
+    ForceOpt,
     HomeOpt,
     JsonOpt,
     PassFileOpt,
+    check_name,
     emit_json,
     handled,
     home_path,
     parse_command,
     read_passphrase,
+    refuse_existing,
     say,
 )
 from kit.crypto.atrest import PROFILES
@@ -35,6 +38,7 @@ from kit.formats.bundle import (
     parse_bundle,
 )
 from kit.fsutil import atomic_write, read_regular
+from kit.home import check_new_home
 from kit.media import write_media
 from kit.signer.identity import Identity, load_identities
 from kit.signer.signer import ROOT_FILE, IssueRequest, Signer, init_signer
@@ -70,7 +74,9 @@ def signer_init(
     """
     if kdf not in PROFILES:
         raise UsageError(f"--kdf must be one of {', '.join(PROFILES)}")
+    check_name(name, "--name")
     path = home_path(home)
+    check_new_home(path)  # before asking for a passphrase
     passphrase = read_passphrase(passphrase_file, confirm=True)
     root = init_signer(
         path,
@@ -193,6 +199,7 @@ def issue(
         ),
     ] = False,
     passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Seal a secret to one host for one env and task, sign it, record it.
@@ -207,6 +214,7 @@ def issue(
     """
     if (secret_file is None) == (not secret_stdin):
         raise UsageError("give exactly one of --secret-file or --secret-stdin")
+    refuse_existing(out, force)
     now = int(time.time())
     ident = _identity(identity, bundles_dir, now) if identity else None
     if ident is not None:
@@ -224,15 +232,15 @@ def issue(
             )
         commands = _commands(command)
         datasets = tuple(dataset or ())
+    for value, what in (
+        (host, "--host"),
+        (env, "--env"),
+        (task, "--task"),
+        *((d, "--dataset") for d in datasets),
+    ):
+        check_name(value, what)
     try:
-        for value, what, pattern in (
-            (host, "--host", encoding.NAME_RE),
-            (env, "--env", encoding.NAME_RE),
-            (task, "--task", encoding.NAME_RE),
-            (secret_name, "--secret-name", encoding.ENV_VAR_RE),
-            *((d, "--dataset", encoding.NAME_RE) for d in datasets),
-        ):
-            encoding.check_text(value, what, pattern)
+        encoding.check_text(secret_name, "--secret-name", encoding.ENV_VAR_RE)
     except FormatError as exc:
         raise UsageError(str(exc)) from None
     default_modes = ident.delivery if ident is not None else DELIVERY_MODES
@@ -425,6 +433,7 @@ def revoke(
     out: ListOutOpt = None,
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Add revocation entries and sign the next revocation list.
 
@@ -445,7 +454,7 @@ def revoke(
         entries.append(("before", str(before)))
     if not entries:
         raise UsageError("name at least one thing to revoke")
-    _sign_revocations(home, passphrase_file, entries, valid, out)
+    _sign_revocations(home, passphrase_file, entries, valid, out, force=force)
 
 
 @handled()
@@ -456,6 +465,7 @@ def retire(
     out: ListOutOpt = None,
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Retire an identity, environment or host: revoke everything under it,
     refuse new issuance for it, and sign the list to carry out.
@@ -464,7 +474,9 @@ def retire(
     """
     if kind not in ("identity", "env", "host"):
         raise UsageError("retire takes identity, env or host")
-    _sign_revocations(home, passphrase_file, [(kind, name)], valid, out)
+    _sign_revocations(
+        home, passphrase_file, [(kind, name)], valid, out, options=False, force=force
+    )
 
 
 def _sign_revocations(
@@ -473,7 +485,22 @@ def _sign_revocations(
     entries: list[tuple[str, str]],
     valid: str,
     out: Path | None,
+    *,
+    options: bool = True,
+    force: bool = False,
 ) -> None:
+    from kit.formats.revocation import check_entry
+
+    for kind, value in entries:  # before asking for the passphrase
+        if kind in ("identity", "env", "host"):
+            check_name(value, f"--{kind}" if options else kind)
+            continue
+        try:
+            check_entry(kind, value)
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+    validity = parse_duration(valid, "--valid")
+    refuse_existing(out, force)
     signer = Signer(home_path(home))
     try:
         signer.unlock(read_passphrase(passphrase_file))
@@ -481,9 +508,7 @@ def _sign_revocations(
             added = signer.revoke(entries, int(time.time()))
         except FormatError as exc:
             raise UsageError(str(exc)) from None
-        data = signer.revocation_list(
-            int(time.time()), parse_duration(valid, "--valid")
-        )
+        data = signer.revocation_list(int(time.time()), validity)
     finally:
         signer.close()
     if out is not None:

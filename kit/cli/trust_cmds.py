@@ -3,6 +3,7 @@ kit approve."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,25 +11,29 @@ from typing import Annotated, Any
 import typer
 
 from kit.cli.common import (
+    ForceOpt,
     HomeOpt,
     JsonOpt,
     PassFileOpt,
+    check_name,
     emit_json,
     handled,
     home_path,
     read_passphrase,
+    refuse_existing,
     say,
 )
 from kit.cli.signer_cmds import utc
 from kit.crypto.atrest import PROFILES
 from kit.crypto.sign import fingerprint
 from kit.duration import parse_duration
-from kit.errors import UsageError
+from kit.errors import MediaError, UsageError
 from kit.formats.envelope import peek_label
 from kit.formats.pubkey import load_public_key_file
 from kit.formats.trustroot import LABEL as TRUST_ROOT_LABEL
 from kit.formats.trustroot import ROLES, KeySpec, TrustRoot
 from kit.fsutil import atomic_write, read_regular
+from kit.home import check_new_home
 from kit.media import read_media, write_media
 from kit.signer.approver import Approver, init_approver
 from kit.signer.signer import Signer
@@ -52,15 +57,41 @@ def _describe(root: TrustRoot) -> None:
     )
 
 
-def _rotate(home: Path | None, passphrase_file: Path | None, **changes: Any) -> None:
+CandidateForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace a candidate trust root of the same version that is still "
+        "waiting for co-signatures.",
+    ),
+]
+
+
+def _candidate_path(signer: Signer, version: int) -> Path:
+    return signer.home / "trust-roots" / f"candidate-v{version:06d}.kit"
+
+
+def _rotate(
+    home: Path | None,
+    passphrase_file: Path | None,
+    force: bool = False,
+    **changes: Any,
+) -> None:
     signer = Signer(home_path(home))
     try:
+        # A candidate of the next version may hold co-signatures already:
+        # making another next version, candidate or not, would waste them.
+        waiting = _candidate_path(signer, signer.root.version + 1)
+        if not force and os.path.lexists(waiting):
+            raise MediaError(
+                f"{waiting} already exists: a trust root v{signer.root.version + 1} "
+                "candidate waiting for co-signatures; nothing written. Install it "
+                f"(kit trust install {waiting}), or pass --force to replace it"
+            )
         signer.unlock(read_passphrase(passphrase_file))
         data, new, needed = signer.propose(int(time.time()), **changes)
         if needed:
-            candidate = (
-                signer.home / "trust-roots" / f"candidate-v{new.version:06d}.kit"
-            )
+            candidate = _candidate_path(signer, new.version)
             atomic_write(candidate, data)
         else:
             signer.install(data)
@@ -102,9 +133,10 @@ def trust_renew(
     ttl: Annotated[str, typer.Option(help="New lifetime from now, e.g. 365d.")],
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
+    force: CandidateForceOpt = False,
 ) -> None:
     """Extend the trust root's lifetime as its next version."""
-    _rotate(home, passphrase_file, ttl=parse_duration(ttl, "--ttl"))
+    _rotate(home, passphrase_file, force, ttl=parse_duration(ttl, "--ttl"))
 
 
 @trust_app.command("show")
@@ -157,6 +189,7 @@ def trust_rotate(
     ] = None,
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
+    force: CandidateForceOpt = False,
 ) -> None:
     """Produce trust root N+1: add and remove keys and/or renew it at once.
 
@@ -186,6 +219,7 @@ def trust_rotate(
     _rotate(
         home,
         passphrase_file,
+        force,
         add=tuple(specs),
         remove=tuple(gone),
         ttl=parse_duration(ttl, "--ttl") if ttl else None,
@@ -199,6 +233,7 @@ def trust_add_key(
     role: Annotated[str, typer.Option(help="approver, issuer or root.")] = "approver",
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
+    force: CandidateForceOpt = False,
 ) -> None:
     """Add a key to the trust root as its next version.
 
@@ -208,7 +243,12 @@ def trust_add_key(
         raise UsageError(f"--role takes {', '.join(ROLES)}")
     pk = load_public_key_file(read_regular(pubfile, 4096, "public key file"))
     say(f"adding {pk.label} (key {pk.key_id[:12]}) as {role}")
-    _rotate(home, passphrase_file, add=(KeySpec(pk.public_key, (role,), pk.label),))
+    _rotate(
+        home,
+        passphrase_file,
+        force,
+        add=(KeySpec(pk.public_key, (role,), pk.label),),
+    )
 
 
 @trust_app.command("remove-key")
@@ -217,6 +257,7 @@ def trust_remove_key(
     key: Annotated[str, typer.Argument(help="Key id, or a unique prefix of it.")],
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
+    force: CandidateForceOpt = False,
 ) -> None:
     """Remove a key from the trust root as its next version."""
     signer = Signer(home_path(home))
@@ -226,7 +267,7 @@ def trust_remove_key(
         signer.close()
     if len(matches) != 1:
         raise UsageError(f"{key!r} matches {len(matches)} keys; give more of the id")
-    _rotate(home, passphrase_file, remove=(matches[0].key_id,))
+    _rotate(home, passphrase_file, force, remove=(matches[0].key_id,))
 
 
 @trust_app.command("approvals")
@@ -243,6 +284,7 @@ def trust_approvals(
     ] = None,
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
+    force: CandidateForceOpt = False,
 ) -> None:
     """Set how many distinct approvals a risk level needs (next version);
     levels not given keep their current count.
@@ -257,7 +299,7 @@ def trust_approvals(
     for level, value in (("low", low), ("medium", medium), ("high", high)):
         if value is not None:
             counts[level] = value
-    _rotate(home, passphrase_file, approvals=counts)
+    _rotate(home, passphrase_file, force, approvals=counts)
 
 
 @approver_app.command("init")
@@ -277,12 +319,15 @@ def approver_init(
     """
     if kdf not in PROFILES:
         raise UsageError(f"--kdf must be one of {', '.join(PROFILES)}")
+    check_name(label, "--label")
     path = home_path(home)
+    check_new_home(path)  # before asking for a passphrase
+    root_bytes = read_regular(trust, 1 << 16, "trust root")
     pub = init_approver(
         path,
         label,
         read_passphrase(passphrase_file, confirm=True),
-        read_regular(trust, 1 << 16, "trust root"),
+        root_bytes,
         now=int(time.time()),
         kdf_profile=kdf,
     )
@@ -316,11 +361,17 @@ def approve(
         ),
     ] = None,
     passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Co-sign a bundle with your approver key after checking its issuer.
 
+    Without --out the file is signed in place. An existing --out file other
+    than the bundle itself is refused (exit 4) unless --force.
+
     Example: kit approve /media/usb/bundle-3f2a...c1.kit
     """
+    same = out is not None and out.exists() and bundle.exists() and out.samefile(bundle)
+    refuse_existing(out, force or same)  # --out BUNDLE is in place, as without
     approver = Approver(key if key is not None else home_path(home))
     if trust is not None:
         roots = [d for n, d in read_media(trust).items() if n.startswith("trust-root")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +35,13 @@ from kit.formats.trustroot import (
     make_trust_root,
     sign_trust_root,
 )
-from kit.fsutil import atomic_write, check_private, ensure_private_dir, read_regular
+from kit.fsutil import (
+    atomic_write,
+    check_not_writable_by_others,
+    check_private,
+    ensure_private_dir,
+    read_regular,
+)
 from kit.home import create_home, require_kind
 from kit.signer.identity import Identity
 from kit.storage.base import HostRecord, IssuanceRecord
@@ -152,6 +159,13 @@ class Signer:
 
     def __init__(self, home: Path) -> None:
         require_kind(home, "signer")
+        # As the host does with state.db: the ledger is what an audit is
+        # checked against, and the folder and trust root decide what is made.
+        for p in (home, home / ROOT_FILE):
+            check_not_writable_by_others(p)
+        check_private(home / LEDGER_FILE)
+        if os.path.lexists(home / f"{LEDGER_FILE}-wal"):  # holds recent commits
+            check_private(home / f"{LEDGER_FILE}-wal")
         self.home = home
         self.root = load_trust_root(
             read_regular(home / ROOT_FILE, 1 << 16, "trust root")

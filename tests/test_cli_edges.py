@@ -1,0 +1,516 @@
+"""Loose ends at the edges of the command line: answers at a terminal prompt
+(including end of input and Ctrl-C, through a real pseudo-terminal), names
+that kit cannot record, files a command would overwrite, signer files others
+can read, and the environment variables docs/CLI.md must list."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from conftest import KIT, TASK, World, child_argv
+
+from kit.host.host import POLICY_FILE
+from kit.signer.signer import KEY_FILE, LEDGER_FILE, ROOT_FILE, Signer
+
+ROOT = Path(__file__).resolve().parent.parent
+CTRL_C, CTRL_D = b"\x03", b"\x04"
+
+
+def _kit_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    env.update(TERM="dumb", COLUMNS="100", **extra)
+    return env
+
+
+def _make_controlling_tty() -> None:  # runs in the child, after setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _read_until(fd: int, seen: bytes, wanted: bytes, deadline: float) -> bytes:
+    while wanted not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out waiting for {wanted!r}; got {seen!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: every slave end is closed
+            chunk = b""
+        assert chunk, f"kit ended before {wanted!r}; got {seen!r}"
+        seen += chunk
+    return seen
+
+
+def on_tty(
+    args: list[str | Path],
+    steps: list[tuple[bytes, bytes]],
+    env: dict[str, str],
+    timeout: float = 60,
+) -> tuple[int, str]:
+    """Run ``kit ARGS`` with a pseudo-terminal as its controlling terminal and
+    its stdin, stdout and stderr; for each (prompt, keys) wait for the prompt,
+    then type the keys. Returns the exit status and everything it wrote."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [str(KIT), *map(str, args)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_make_controlling_tty,
+    )
+    os.close(slave)
+    deadline = time.monotonic() + timeout
+    seen = b""
+    try:
+        for prompt, keys in steps:
+            seen = _read_until(master, seen, prompt, deadline)
+            time.sleep(0.2)  # let it reach the read (getpass flushes input)
+            os.write(master, keys)
+        while True:  # the rest, up to the end of kit's output
+            ready, _, _ = select.select([master], [], [], deadline - time.monotonic())
+            assert ready, f"kit did not finish; got {seen!r}"
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, seen.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def _no_traceback(text: str) -> None:
+    assert "Traceback" not in text and "Aborted" not in text, text
+    assert "internal error" not in text, text
+
+
+# -- 1. the high-risk confirmation prompt --------------------------------------
+
+PROMPT = b"Release the secret for this run? [y/N]: "
+
+
+def _high_risk_bundle(world: World, tmp_path: Path) -> Path:
+    (world.host_home("build-01") / POLICY_FILE).write_text(
+        'environments = ["prod"]\nrisk_levels = ["low", "medium", "high"]\n'
+    )
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(risk="high", max_uses=2).data)
+    return bundle
+
+
+@pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        (b"n\n", ""),
+        (b"\n", ""),
+        (CTRL_D, "kit: no answer (end of input): taken as no"),
+        (CTRL_C, "kit: interrupted (Ctrl-C): taken as no"),
+    ],
+    ids=["n", "empty", "eof", "sigint"],
+)
+def test_high_risk_prompt_refusals(
+    world: World, tmp_path: Path, keys: bytes, said: str
+) -> None:
+    bundle = _high_risk_bundle(world, tmp_path)
+    out = tmp_path / "out"
+    home = world.host_home("build-01")
+    before = len(world.receipts())
+    code, text = on_tty(
+        ["run", bundle, "--task", TASK, "--home", home, "--", *child_argv(out)],
+        [(PROMPT, keys)],
+        _kit_env(),
+    )
+    assert code == 120, text  # denied, as kit run reports it (CLI.md)
+    assert "is HIGH risk" in text
+    assert said in text
+    assert (
+        "kit: denied [not-confirmed]: the high-risk release was not confirmed" in text
+    )
+    _no_traceback(text)
+    assert not out.exists()  # nothing released
+    assert world.uses() == []  # no use spent
+    receipts = world.receipts()
+    assert len(receipts) == before + 1
+    deny = receipts[-1]
+    assert (deny.event, deny.action, deny.reason) == ("deny", "run", "not-confirmed")
+    assert deny.bundle_id and deny.use == 0
+
+
+def test_high_risk_prompt_yes_releases(world: World, tmp_path: Path) -> None:
+    bundle = _high_risk_bundle(world, tmp_path)
+    out = tmp_path / "out"
+    home = world.host_home("build-01")
+    code, text = on_tty(
+        ["run", bundle, "--task", TASK, "--home", home, "--", *child_argv(out)],
+        [(PROMPT, b"y\n")],
+        _kit_env(),
+    )
+    assert code == 0, text
+    assert "kit: released bundle" in text and "(use 1 of 2)" in text
+    _no_traceback(text)
+    assert out.read_bytes().startswith(b"tok-")
+    assert len(world.uses()) == 1
+    events = [(r.event, r.reason) for r in world.receipts()]
+    assert events[-2:] == [("release", ""), ("exit", "")]
+
+
+def test_verify_never_asks_even_on_a_terminal(world: World, tmp_path: Path) -> None:
+    """kit verify releases nothing, so it has nothing to confirm: no prompt,
+    and the answer a run would get (exit 0 here, 1 when denied)."""
+    bundle = _high_risk_bundle(world, tmp_path)
+    home = world.host_home("build-01")
+    code, text = on_tty(
+        ["verify", bundle, "--task", TASK, "--home", home], [], _kit_env()
+    )
+    assert code == 0, text
+    assert "would be released" in text and "[y/N]" not in text
+    code, text = on_tty(
+        ["verify", bundle, "--task", "other-task", "--home", home], [], _kit_env()
+    )
+    assert code == 1 and "kit: denied [wrong-task]" in text, text
+    assert world.uses() == []
+
+
+# -- 2. end of input or Ctrl-C at a passphrase prompt --------------------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "how"),
+    [(CTRL_D, "end of input (Ctrl-D)"), (CTRL_C, "Ctrl-C")],
+    ids=["eof", "sigint"],
+)
+def test_signer_init_passphrase_prompt_abandoned(
+    tmp_path: Path, keys: bytes, how: str
+) -> None:
+    home = tmp_path / "S"
+    code, text = on_tty(
+        ["signer", "init", "--home", home, "--name", "acme", "--kdf", "interactive"],
+        [(b"Passphrase: ", keys)],
+        _kit_env(),
+    )
+    assert code == 2, text  # a usage error, as with no terminal at all
+    assert f"kit: error: no passphrase given: {how} at the prompt" in text
+    assert text.count("kit: error") == 1
+    _no_traceback(text)
+    assert not home.exists()  # no half-made home
+
+
+def test_signer_init_second_prompt_abandoned(tmp_path: Path) -> None:
+    home = tmp_path / "S"
+    code, text = on_tty(
+        ["signer", "init", "--home", home, "--name", "acme", "--kdf", "interactive"],
+        [(b"Passphrase: ", b"a long passphrase\n"), (b"Repeat passphrase: ", CTRL_D)],
+        _kit_env(),
+    )
+    assert code == 2 and "no passphrase given" in text, text
+    _no_traceback(text)
+    assert not home.exists()
+
+
+@pytest.mark.parametrize("keys", [CTRL_D, CTRL_C], ids=["eof", "sigint"])
+def test_issue_passphrase_prompt_abandoned(
+    world: World, tmp_path: Path, keys: bytes
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"tok-never-issued")
+    outbox = sorted(p.name for p in (world.signer_home / "outbox").iterdir())
+    code, text = on_tty(
+        [
+            "issue",
+            "--home",
+            world.signer_home,
+            "--host",
+            "build-01",
+            "--env",
+            "prod",
+            "--task",
+            TASK,
+            "--ttl",
+            "1h",
+            "--command",
+            "true",
+            "--secret-file",
+            secret,
+        ],
+        [(b"Passphrase: ", keys)],
+        _kit_env(),
+    )
+    assert code == 2, text
+    assert "kit: error: no passphrase given" in text
+    _no_traceback(text)
+    assert sorted(p.name for p in (world.signer_home / "outbox").iterdir()) == outbox
+    assert world.signer.ledger.bundles() == []
+
+
+QR_ENCODE = ["qr", "encode", "--terminal"]
+
+
+def test_ctrl_c_elsewhere_is_130_without_aborted(world: World) -> None:
+    """Ctrl-C at any other wait (here between QR frames on the terminal) ends
+    the command as the shell reports SIGINT, as the host's hot path does."""
+    code, text = on_tty(
+        [*QR_ENCODE, world.signer_home / ROOT_FILE, "--frame-bytes", "100"],
+        [(b"Enter for the next frame ", CTRL_C)],
+        _kit_env(),
+    )
+    assert code == 130, text
+    assert text.rstrip().endswith("kit: interrupted (Ctrl-C)"), text
+    _no_traceback(text)
+
+
+# -- 3. names kit cannot record are usage errors -------------------------------
+
+
+def test_bad_names_are_usage_errors(world: World, tmp_path: Path) -> None:
+    trust = world.signer_home / ROOT_FILE
+    bad = "Build 01"
+    home = ["--home", world.signer_home]
+    issue = ["--env", "prod", "--task", TASK, "--ttl", "1h", "--command", "true"]
+    host_init = ["host", "init", "--home", tmp_path / "H", "--trust", trust]
+    approver_init = ["approver", "init", "--home", tmp_path / "A", "--trust", trust]
+    cases: list[tuple[list[str | Path], str]] = [
+        (["signer", "init", "--home", tmp_path / "S", "--name", "Acme Ops"], "--name"),
+        (
+            [*host_init, "--name", bad, "--env", "prod"],
+            "--name",
+        ),
+        (
+            [*host_init, "--name", "b1", "--env", "PROD"],
+            "--env",
+        ),
+        (
+            [*approver_init, "--label", "Alice S", "--kdf", "interactive"],
+            "--label",
+        ),
+        (
+            ["issue", *home, "--host", bad, *issue, "--secret-file", world.passfile],
+            "--host",
+        ),
+        (["revoke", *home, "--env", "pr od"], "--env"),
+        (["retire", "host", bad, *home], "host"),
+    ]
+    for args, option in cases:
+        proc = world.kit(*args)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2, (args, err)
+        assert re.search(
+            rf"kit: error: {option} '[^']*' is not a valid name: use 1 to 63", err
+        ), err
+        assert "Traceback" not in err
+    for made in ("S", "H", "A"):
+        assert not (tmp_path / made).exists()
+    assert world.signer.ledger.bundles() == []
+    assert world.signer.ledger.revocations() == []
+
+
+def test_bad_name_is_refused_before_the_passphrase_prompt(tmp_path: Path) -> None:
+    code, text = on_tty(
+        ["signer", "init", "--home", tmp_path / "S", "--name", "Acme"], [], _kit_env()
+    )
+    assert code == 2 and "--name 'Acme' is not a valid name" in text, text
+    assert "Passphrase" not in text and not (tmp_path / "S").exists()
+
+
+# -- 4. every variable kit reads is documented ---------------------------------
+
+
+def test_every_kit_variable_read_is_documented() -> None:
+    read: set[str] = set()
+    for path in (ROOT / "kit").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        read.update(re.findall(r"envvar=\"(KIT_[A-Z_]+)\"", text))
+        read.update(re.findall(r"environ(?:b)?\.get\(\s*b?\"(KIT_[A-Z_]+)\"", text))
+        read.update(re.findall(r"getenv\(\s*\"(KIT_[A-Z_]+)\"", text))
+    assert {"KIT_HOME", "KIT_PASSPHRASE_FILE", "KIT_BUNDLES"} <= read
+    head = (ROOT / "docs" / "CLI.md").read_text(encoding="utf-8").split("## Command")[0]
+    for variable in read:
+        assert re.search(rf"^\| `{variable}` \| [^|]+ \| [^|]+ \|$", head, re.M), (
+            variable
+        )
+        man = (ROOT / "share" / "man" / "man1" / "kit-issue.1").read_text()
+        assert f"\n{variable}\n" in man, variable
+
+
+# -- 5. trust commands never overwrite a file silently --------------------------
+
+
+def _approver(world: World, tmp_path: Path, label: str = "alice") -> Path:
+    home = tmp_path / label
+    proc = world.kit(
+        "approver",
+        "init",
+        "--home",
+        home,
+        "--label",
+        label,
+        "--kdf",
+        "interactive",
+        "--trust",
+        world.signer_home / ROOT_FILE,
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = world.kit(
+        "trust",
+        "add-key",
+        home / "approver.pub",
+        "--role",
+        "approver",
+        "--home",
+        world.signer_home,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return home
+
+
+def test_waiting_candidate_root_is_not_replaced(world: World, tmp_path: Path) -> None:
+    _approver(world, tmp_path)  # trust root v2 names alice
+    proc = world.kit("trust", "approvals", "--high", "1", "--home", world.signer_home)
+    assert proc.returncode == 0, proc.stderr
+    candidate = world.signer_home / "trust-roots" / "candidate-v000003.kit"
+    first = candidate.read_bytes()
+    # Any next version now, candidate or not, would strand that candidate.
+    for args in (
+        ["trust", "approvals", "--medium", "1"],
+        ["trust", "renew", "--ttl", "100d"],
+    ):
+        proc = world.kit(*args, "--home", world.signer_home)
+        err = proc.stderr.decode()
+        assert proc.returncode == 4, err
+        assert f"{candidate} already exists" in err and "--force" in err
+        assert "nothing written" in err and "Traceback" not in err
+        assert candidate.read_bytes() == first
+        signer = Signer(world.signer_home)
+        assert signer.root.version == 2
+        signer.close()
+    proc = world.kit(
+        "trust", "approvals", "--medium", "1", "--force", "--home", world.signer_home
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert candidate.read_bytes() != first
+
+
+def test_approve_out_refuses_an_existing_file(world: World, tmp_path: Path) -> None:
+    alice = _approver(world, tmp_path)
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(risk="medium").data)
+    usb = tmp_path / "usb"
+    proc = world.kit("export", "--home", world.signer_home, "--to", usb)
+    assert proc.returncode == 0, proc.stderr
+    taken = tmp_path / "approved.kit"
+    taken.write_bytes(b"someone else's file")
+    proc = world.kit("approve", bundle, "--home", alice, "--out", taken)
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    assert f"{taken} already exists" in err and "--force" in err
+    assert taken.read_bytes() == b"someone else's file"
+    proc = world.kit(
+        "approve", bundle, "--home", alice, "--trust", usb, "--out", bundle
+    )
+    assert proc.returncode == 0, proc.stderr  # in place, said explicitly
+    other = tmp_path / "other.kit"
+    other.write_bytes(world.issue(risk="medium").data)
+    proc = world.kit("approve", other, "--home", alice, "--out", taken, "--force")
+    assert proc.returncode == 0, proc.stderr
+    # the approved copy (one more signature) replaced the file; the input stays
+    assert len(taken.read_bytes()) > len(other.read_bytes()) > 100
+
+
+def test_out_files_are_not_replaced_without_force(world: World, tmp_path: Path) -> None:
+    taken = tmp_path / "taken.kit"
+    taken.write_bytes(b"keep me")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"tok-not-issued")
+    home = ["--home", world.signer_home]
+    issue = ["issue", *home, "--host", "build-01", "--env", "prod", "--task", TASK]
+    issue += ["--ttl", "1h", "--command", "true", "--secret-file", secret]
+    host_init = ["host", "init", "--home", tmp_path / "H", "--name", "build-09"]
+    host_init += ["--env", "prod", "--trust", world.signer_home / ROOT_FILE]
+    commands: list[list[str | Path]] = [
+        issue,
+        ["revoke", *home, "--host", "build-03"],
+        ["retire", "env", "dev", *home],
+        host_init,
+    ]
+    for args in commands:
+        proc = world.kit(*args, "--out", taken)
+        err = proc.stderr.decode()
+        assert proc.returncode == 4, (args, err)
+        assert f"{taken} already exists; nothing read or written" in err, err
+        assert "--force" in err and "Traceback" not in err
+        assert taken.read_bytes() == b"keep me"
+    assert not (tmp_path / "H").exists()
+    assert world.signer.ledger.bundles() == []
+    assert world.signer.ledger.revocations() == []
+    proc = world.kit(*issue, "--out", taken, "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert taken.read_bytes() != b"keep me" and len(world.signer.ledger.bundles()) == 1
+
+
+# -- 6. signer files others can read or write -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [(LEDGER_FILE, 0o644), (LEDGER_FILE, 0o660), (KEY_FILE, 0o604)],
+)
+def test_signer_refuses_private_files_others_can_use(
+    world: World, tmp_path: Path, name: str, mode: int
+) -> None:
+    path = world.signer_home / name
+    os.chmod(path, mode)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"tok-not-issued")
+    proc = world.kit(
+        "issue",
+        "--home",
+        world.signer_home,
+        "--host",
+        "build-01",
+        "--env",
+        "prod",
+        "--task",
+        TASK,
+        "--ttl",
+        "1h",
+        "--command",
+        "true",
+        "--secret-file",
+        secret,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 5, err
+    assert f"{path} has mode {mode:o}; it must be 600 (chmod 600 {path})" in err
+    assert "Traceback" not in err
+    os.chmod(path, 0o600)
+    assert world.signer.ledger.bundles() == []
+    assert list((world.signer_home / "outbox").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", [".", ROOT_FILE])
+def test_signer_refuses_a_home_or_root_others_can_write(
+    world: World, name: str
+) -> None:
+    path = world.signer_home / name if name != "." else world.signer_home
+    os.chmod(path, path.stat().st_mode | 0o022)  # noqa: S103 - on purpose
+    proc = world.kit("trust", "show", "--home", world.signer_home)
+    err = proc.stderr.decode()
+    assert proc.returncode == 5, err
+    assert f"chmod go-w {path}" in err
+    os.chmod(path, path.stat().st_mode & ~0o022)
