@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,9 +75,12 @@ def verify_and_open(world: World, data: bytes) -> dict[str, Callable[[], object]
 
 
 def issue(world: World) -> dict[str, Callable[[], object]]:
-    """kit's Signer.issue (checks, seal, sign, ledger commit) and the floor:
+    """kit's Signer.issue (checks, seal, sign, ledger commit) and two floors:
     one HPKE seal and one Ed25519 signature (libsodium) of a body the same
-    size, no ledger."""
+    size, no ledger; and the same plus one append of the signed bytes (about
+    the bundle's size) to a file on the ledger's disk, fsync'd before
+    returning: the least a durable
+    issuance can cost (``close`` in the result closes that file)."""
     req = world.request()
     signer = world.signer
     host = signer.ledger.get_host("bench-01")
@@ -90,9 +94,32 @@ def issue(world: World) -> dict[str, Callable[[], object]]:
     def kit_issue() -> object:
         return signer.issue(req, random_secret(), int(time.time()))
 
-    def floor() -> object:
+    def floor() -> bytes:
         sealed = SUITE.encrypt(random_secret(), host_pub, info=info)
         body = encoding.encode({"claims": claims, "sealed": sealed})
-        return sk.sign(b"kit/bundle/v1\x00" + body)
+        return bytes(sk.sign(b"kit/bundle/v1\x00" + body))
 
-    return {"kit": kit_issue, "floor": floor}
+    # The durable floor appends to a file beside the ledger (same disk).
+    fd = os.open(
+        world.signer_home / ".bench-durable-floor",
+        os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC,
+        0o600,
+    )
+    fds.append(fd)
+
+    def durable_floor() -> object:
+        signed = floor()
+        os.write(fd, signed)
+        os.fsync(fd)
+        return signed
+
+    return {"kit": kit_issue, "floor": floor, "durable-floor": durable_floor}
+
+
+fds: list[int] = []
+
+
+def close() -> None:
+    """Close the durable floor's files."""
+    while fds:
+        os.close(fds.pop())

@@ -79,13 +79,14 @@ def fig_verify_open(world: Any, data: bytes, reps: int, inner: int) -> list[Row]
         Row(
             "  the same without the HPKE open (what the peers do)",
             fmt_stat(st["kit-verify-only"]),
-            "(information)",
-            None,
+            f"Ed25519 verify (libsodium) + HPKE open: {fmt_time(floor.median)}",
+            st["kit-verify-only"].median / floor.median,
             "",
             "report",
             {"stats": stat_json(kit_verify_only=st["kit-verify-only"])},
         ),
     ]
+    only = st["kit-verify-only"]
     for label, (module, _) in peers.PEERS.items():
         f = names[label]
         if not callable(f):
@@ -94,19 +95,28 @@ def fig_verify_open(world: Any, data: bytes, reps: int, inner: int) -> list[Row]
             )
             continue
         p = st[label]
-        # Peers verify a token; kit verifies *and opens* its bundle.
+        # Peers verify a signed token and decrypt nothing, so the verdict
+        # compares them with kit's verification alone (authenticate +
+        # check_scope); the ratio to kit's verify *and open* is shown too.
         must_beat = label.startswith(("PyJWT", "pyseto"))
         rows.append(
             Row(
                 f"peer: {label}, verify + expiry + audience",
                 fmt_stat(p),
-                f"kit verify + open: {fmt_time(kit.median)}",
-                p.median / kit.median,
-                "kit faster (ratio > 1)" if must_beat else "report",
-                ("met" if p.median > kit.median else "MISSED")
+                f"kit verify only: {fmt_time(only.median)} "
+                f"(verify + open: {fmt_time(kit.median)}, "
+                f"ratio {p.median / kit.median:.2f}x)",
+                p.median / only.median,
+                "kit verify-only faster (ratio > 1)" if must_beat else "report",
+                ("met" if p.median > only.median else "MISSED")
                 if must_beat
                 else "report",
-                {"stats": stat_json(peer=p), "module": module},
+                {
+                    "stats": stat_json(peer=p),
+                    "module": module,
+                    "ratio_to_kit_verify_only": p.median / only.median,
+                    "ratio_to_kit_verify_open": p.median / kit.median,
+                },
             )
         )
     return rows
@@ -228,18 +238,31 @@ def fig_run(world: Any, reps: int) -> list[Row]:
 
 def fig_issue(world: Any, reps: int, inner: int) -> list[Row]:
     fns = inproc.issue(world)
-    st = interleaved(fns, repeats=reps, inner=inner)
+    try:
+        st = interleaved(fns, repeats=reps, inner=inner)
+    finally:
+        inproc.close()
     fs = process.fsync_cost(world.root, max(reps, 20))
-    kit, floor = st["kit"], st["floor"]
+    kit, floor, durable = st["kit"], st["floor"], st["durable-floor"]
     return [
         Row(
-            "issue one bundle in-process (checks, seal, sign, ledger commit)",
+            "issue one bundle in-process (checks, seal, sign, durable ledger commit)",
+            fmt_stat(kit),
+            "HPKE seal + Ed25519 sign + one fsync'd append of the same size: "
+            f"{fmt_stat(durable)}",
+            kit.median / durable.median,
+            "<= 1.5x durable floor",
+            verdict(kit.median / durable.median, 1.5),
+            {"stats": stat_json(kit=kit, floor=floor, durable_floor=durable, fsync=fs)},
+        ),
+        Row(
+            "  the same against seal + sign alone (nothing on disk)",
             fmt_stat(kit),
             f"HPKE seal + Ed25519 sign (libsodium): {fmt_stat(floor)}",
             kit.median / floor.median,
-            "<= 1.5x floor",
-            verdict(kit.median / floor.median, 1.5),
-            {"stats": stat_json(kit=kit, floor=floor, fsync=fs)},
+            "",
+            "report",
+            {},
         ),
         Row(
             "  one 300-byte fsync on the same disk, for scale",

@@ -10,6 +10,7 @@ wider form than needed (checked by re-encoding and comparing bytes).
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import msgpack
@@ -124,6 +125,46 @@ def decode(data: bytes, *, cap: int, what: str) -> Any:
     # The precise pass refuses everything the fast pass did not accept; were
     # they ever to disagree, its verdict is the one kit has always had.
     return _decode_precise(data, cap=cap, what=what)
+
+
+def unpack_unchecked(data: bytes, cap: int, *, use_list: bool = True) -> Any:
+    """The first half of a typed fast path: ``data`` decoded with msgpack's
+    defaults (arrays as tuples with ``use_list=False``) and no check of
+    kit's rules, or None when it is over ``cap`` or does not decode (None is
+    also what nil decodes to; fast readers expect a container, so they lose
+    nothing).
+
+    Only for a reader that then checks every value's exact type (``type(v)
+    is int``, never isinstance: a float, a Timestamp or an ExtType then fails
+    it), every map's key order (``tuple(m) == SORTED_KEYS``) and nesting by
+    the shape it expects, and finally :func:`is_canonical`. Such a reader
+    accepts only what :func:`decode` followed by the precise reader
+    accepts; on None it must hand the bytes to them, so refusals read the
+    same (tests/test_fast_paths.py compares the two on every format that
+    has a fast reader).
+    """
+    if len(data) > cap:
+        return None
+    try:
+        return _unpackb(data, raw=False, use_list=use_list)
+    except _DECODE_ERRORS:
+        return None
+
+
+def is_canonical(obj: Any, data: bytes) -> bool:
+    """True when ``obj``, whose maps are known to hold their keys in sorted
+    order and whose values are known to be exactly str, bytes, int, bool,
+    None, list, tuple or dict, encodes to ``data``: a duplicated key shrinks its map
+    and a wider form than needed changes the bytes, so both fail."""
+    packer = getattr(_local, "packer", None)
+    if packer is None:  # one per thread: a Packer keeps a buffer
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    encoded: bytes = packer.pack(obj)
+    return encoded == data
+
+
+_unpackb = msgpack.unpackb
+_local = threading.local()
 
 
 # What a decoder may raise for hostile bytes: OutOfData, BufferFull, ExtraData,

@@ -43,6 +43,21 @@ def test_bench_quick_writes_every_figure(tmp_path: Path) -> None:
     for row in timed:
         for stat in row["stats"].values():
             assert 0 < stat["min_s"] <= stat["median_s"] <= stat["max_s"]
+    # Peers decrypt nothing: judged against kit's verification alone, with
+    # the ratio to kit's verify + open reported beside it.
+    peers = [r for r in report["rows"] if r["figure"].startswith("peer:")]
+    assert peers
+    for row in peers:
+        if row["verdict"].startswith("skipped"):
+            continue
+        assert row["ratio"] == row["ratio_to_kit_verify_only"]
+        assert row["ratio_to_kit_verify_open"] < row["ratio_to_kit_verify_only"]
+        assert "kit verify only" in row["baseline"]
+    # Issuing is judged against the durable floor (seal, sign, one fsync).
+    (issue,) = [r for r in report["rows"] if r["figure"].startswith("issue one")]
+    assert set(issue["stats"]) >= {"kit", "floor", "durable_floor", "fsync"}
+    assert issue["stats"]["durable_floor"]["min_s"] > issue["stats"]["floor"]["min_s"]
+    assert "durable floor" in issue["target"]
     ratios = {r["figure"]: r["ratio"] for r in report["rows"]}
     assert ratios["bundle size, 64-byte secret and two commands"] > 1
     assert "figure" in done.stdout and "JSON:" in done.stdout

@@ -316,3 +316,32 @@ def test_hot_path_skips_what_verify_does_not_use(world: World, tmp_path: Path) -
         check=False,
     )
     assert done.stdout.strip() == "0 []", done.stderr
+
+
+def test_verify_path_imports_neither_logging_nor_the_cli_framework(
+    world: World, tmp_path: Path
+) -> None:
+    """Start-up is paid on every job (docs/BENCHMARKS.md): a successful
+    ``kit verify`` loads neither logging (it logs refusals only) nor typer
+    or rich."""
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue().data)
+    probe = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print(sorted(m for m in sys.modules if m in "
+        "('logging', 'typer', 'rich')), "
+        "file=sys.stdout))\n"
+        "sys.argv[0] = 'kit'\n"
+        "from kit.cli.fast import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "verify", str(bundle), "--task", TASK],
+        env={**os.environ, "KIT_HOME": str(world.host_home("build-01"))},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "would be released" in done.stderr
+    assert done.stdout.strip() == "[]"

@@ -151,6 +151,8 @@ ODD: list[Any] = [
     "high",
     "env",
     "a\x00b",
+    "a\nb",
+    "ops\n",
     "caf\u00e9",
     b"",
     b"\x00" * 32,
@@ -176,23 +178,52 @@ ODD: list[Any] = [
 ]
 
 
-def _claims_outcome(obj: Any) -> tuple[str, Any]:
-    fast = bundle_fmt._read_claims_fast(obj)
-    precise = _outcome(bundle_fmt._read_claims_precise, obj)
-    return ("ok", fast) if fast is not None else ("refused", None), precise
+def _precise_claims(raw: bytes) -> Any:
+    obj = encoding._decode_precise(raw, cap=bundle_fmt.CAP, what="bundle claims")
+    return bundle_fmt._read_claims_precise(obj)
+
+
+def _same_claims_bytes(raw: bytes) -> None:
+    """The fast reader accepts exactly the bytes the strict decoder and the
+    precise reader accept, with equal claims, and decode_claims refuses the
+    rest with the precise reader's message."""
+    fast = bundle_fmt._claims_fast(raw)
+    precise = _outcome(_precise_claims, raw)
+    assert ("ok" if fast is not None else "refused") == precise[0], precise
+    if fast is not None:
+        assert fast == precise[1]
+        assert vars(fast) == vars(precise[1])  # every field, same types
+    assert _outcome(bundle_fmt.decode_claims, raw) == precise
 
 
 def _same_claims(obj: Any) -> None:
-    (fast_kind, fast), (precise_kind, precise) = _claims_outcome(obj)
-    assert fast_kind == precise_kind, (obj, precise)
-    if fast_kind == "ok":
-        assert fast == precise
+    import msgpack
+
+    try:
+        canonical = encoding.encode(obj)
+    except (TypeError, ValueError):
+        canonical = None
+    if canonical is not None:
+        _same_claims_bytes(canonical)
+    as_given = msgpack.packb(obj, use_bin_type=True)  # dict order as written
+    _same_claims_bytes(as_given)
 
 
 def test_good_claims_take_the_fast_path() -> None:
-    claims = bundle_fmt._read_claims_fast(dict(GOOD))
+    raw = encoding.encode(GOOD)
+    claims = bundle_fmt._claims_fast(raw)
     assert claims is not None
-    assert claims == bundle_fmt._read_claims_precise(dict(GOOD))
+    assert claims == _precise_claims(raw)
+    assert set(vars(claims)) == set(bundle_fmt.Claims.__dataclass_fields__)
+    assert isinstance(claims.commands[0], tuple)
+    assert bundle_fmt._claims_fast(msgpack_unsorted(GOOD)) is None
+
+
+def msgpack_unsorted(obj: dict[str, Any]) -> bytes:
+    import msgpack
+
+    reordered = dict(reversed(list(obj.items())))
+    return msgpack.packb(reordered, use_bin_type=True)
 
 
 @pytest.mark.parametrize("field", sorted(GOOD))
@@ -201,6 +232,8 @@ def test_claims_agree_on_each_odd_value(field: str) -> None:
         _same_claims({**GOOD, field: value})
     _same_claims({k: v for k, v in GOOD.items() if k != field})
     _same_claims({**GOOD, "zz_unknown": 1})
+    _same_claims({**GOOD, field: 1.5})  # a float anywhere
+    _same_claims({**GOOD, field: [GOOD[field]]})  # one level deeper
 
 
 @given(
@@ -211,6 +244,51 @@ def test_claims_agree_on_each_odd_value(field: str) -> None:
 @settings(max_examples=400, deadline=None)
 def test_claims_agree_on_combined_changes(changes: dict[str, int]) -> None:
     _same_claims({**GOOD, **{k: ODD[i] for k, i in changes.items()}})
+
+
+def _widened(raw: bytes) -> list[bytes]:
+    """The same claims with one header or integer in a wider form than
+    needed, at every position where msgpack allows one: each decodes to the
+    same value, and each is refused as not canonical."""
+    out = []
+    for i, b in enumerate(raw):
+        if 0xA0 <= b <= 0xBF:  # fixstr -> str8
+            out.append(raw[:i] + bytes([0xD9, b - 0xA0]) + raw[i + 1 :])
+        elif b <= 0x7F:  # positive fixint -> uint8 (may also hit a text byte)
+            out.append(raw[:i] + bytes([0xCC, b]) + raw[i + 1 :])
+        elif 0x90 <= b <= 0x9F:  # fixarray -> array16
+            out.append(raw[:i] + bytes([0xDC, 0, b - 0x90]) + raw[i + 1 :])
+    return out
+
+
+def test_claims_in_a_wider_form_agree() -> None:
+    for raw in _widened(encoding.encode(GOOD)):
+        _same_claims_bytes(raw)
+
+
+@given(st.binary(max_size=12), st.integers(0, 400))
+@settings(max_examples=300, deadline=None)
+def test_claims_agree_on_damaged_bytes(junk: bytes, at: int) -> None:
+    raw = encoding.encode(GOOD)
+    at %= len(raw)
+    _same_claims_bytes(raw[:at] + junk + raw[at + len(junk) :])
+    _same_claims_bytes(raw[:at] + junk + raw[at:])
+    _same_claims_bytes(raw + junk)
+
+
+def test_text_patterns_can_be_joined() -> None:
+    """_TEXTS_RE matches the eight text fields joined by newlines, with any
+    field holding a newline refused first: exact while each pattern caps its
+    length at 256 characters, as Fields.text does, and complete while no
+    pattern matches a newline."""
+    from re import _parser  # type: ignore[attr-defined]
+
+    for field, pattern in bundle_fmt._TEXTS:
+        assert _parser.parse(pattern.pattern).getwidth()[1] <= 256, field
+        valid = GOOD[field]
+        assert pattern.fullmatch(valid)
+        for i in range(len(valid) + 1):
+            assert pattern.fullmatch(valid[:i] + "\n" + valid[i:]) is None
 
 
 def test_identity_and_anchor_pairs_agree() -> None:
@@ -251,6 +329,130 @@ def test_body_readers_agree(body: Any) -> None:
     assert (("ok", fast) if fast is not None else ("refused", None))[0] == precise[0]
     if fast is not None:
         assert fast == precise[1]
+
+
+def _same_body_bytes(raw: bytes) -> None:
+    fast = bundle_fmt._body_fast(raw)
+
+    def precise() -> Any:
+        obj = encoding._decode_precise(raw, cap=bundle_fmt.CAP, what="bundle body")
+        return bundle_fmt._read_body_precise(obj)
+
+    outcome = _outcome(precise)
+    assert ("ok" if fast is not None else "refused") == outcome[0], outcome
+    if fast is not None:
+        assert fast == outcome[1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"claims": b"c", "sealed": b"s" * SEALED_MIN},
+        {"claims": b"c" * 300, "sealed": b"s" * SEALED_MAX},
+        {"sealed": b"s" * SEALED_MIN, "claims": b"c"},  # out of order
+        {"claims": b"c", "sealed": b"s" * OVERHEAD},
+        {"claims": "c", "sealed": b"s" * SEALED_MIN},
+        {"claims": b"c", "sealed": b"s" * SEALED_MIN, "extra": 1},
+        {"claims": b"c", "sealed": 1.5},
+        [b"c", b"s" * SEALED_MIN],
+        None,
+    ],
+)
+def test_body_bytes_agree(body: Any) -> None:
+    import msgpack
+
+    _same_body_bytes(msgpack.packb(body, use_bin_type=True))
+    try:
+        _same_body_bytes(encoding.encode(body))
+    except (TypeError, ValueError):
+        pass
+    good = encoding.encode({"claims": b"c", "sealed": b"s" * SEALED_MIN})
+    for raw in _widened(good):
+        _same_body_bytes(raw)
+    # A duplicated key: the map shrinks, the bytes do not.
+    dup = b"\x83" + good[1:] + b"\xa6sealed\xc4\x01s"
+    _same_body_bytes(dup)
+
+
+# -- envelope -------------------------------------------------------------------
+
+KID = "ab" * 16
+SIG = b"\x07" * 64
+# Parts of an envelope, each on or past an edge of the envelope's rules.
+LABELS = ["kit/bundle/v1", "kit/bundle/v2", b"kit/bundle/v1", 1]
+BODIES = [b"body", b"", "body", None, [b"body"]]
+SIG_ITEMS = [
+    [KID, SIG],
+    [KID, SIG[:63]],
+    [KID, SIG + b"\x00"],
+    [KID.upper(), SIG],
+    [KID[:31], SIG],
+    [KID + "\n", SIG],
+    [b"ab" * 16, SIG],
+    [KID, SIG, 1],
+    [KID],
+    {"kid": KID},
+    [KID, 1.5],
+]
+
+
+def _same_envelope_bytes(raw: bytes) -> None:
+    from kit.formats import envelope as env_fmt
+
+    args = {"label": "kit/bundle/v1", "cap": 4096, "what": "thing"}
+    fast = env_fmt._parse_fast(raw, "kit/bundle/v1", 4096)
+    precise = _outcome(env_fmt._parse_precise, raw, **args)
+    assert ("ok" if fast is not None else "refused") == precise[0], precise
+    if fast is not None:
+        assert fast == precise[1]
+    assert _outcome(env_fmt.parse_envelope, raw, **args) == precise
+
+
+@given(
+    st.sampled_from(LABELS),
+    st.sampled_from(BODIES),
+    st.lists(st.sampled_from(SIG_ITEMS), max_size=10),
+)
+@settings(max_examples=400, deadline=None)
+def test_envelope_readers_agree(label: Any, body: Any, sigs: list[Any]) -> None:
+    import msgpack
+
+    for obj in ([label, body, sigs], [label, body], [label, body, sigs, 0]):
+        _same_envelope_bytes(msgpack.packb(obj, use_bin_type=True))
+
+
+def test_envelope_edges_agree() -> None:
+    import msgpack
+
+    good = msgpack.packb(["kit/bundle/v1", b"body", [[KID, SIG]]])
+    _same_envelope_bytes(good)
+    assert bundle_fmt.parse_envelope(
+        good, label="kit/bundle/v1", cap=4096, what="x"
+    ).signatures == ((KID, SIG),)
+    for raw in _widened(good):
+        _same_envelope_bytes(raw)
+    _same_envelope_bytes(good + b"\x00")  # trailing byte
+    _same_envelope_bytes(good[:-1])  # truncated
+    _same_envelope_bytes(msgpack.packb(["kit/bundle/v1", b"b" * 4096, [[KID, SIG]]]))
+    eight = msgpack.packb(["kit/bundle/v1", b"body", [[KID, SIG]] * 8])
+    nine = msgpack.packb(["kit/bundle/v1", b"body", [[KID, SIG]] * 9])
+    _same_envelope_bytes(eight)
+    _same_envelope_bytes(nine)
+    _same_envelope_bytes(msgpack.packb(["kit/bundle/v1", b"body", []]))
+
+
+def test_x25519_public_key_is_made_once_per_host() -> None:
+    from kit.crypto import seal as seal_mod
+
+    key = seal_mod.SealingKey.generate()
+    seal_mod._public_key.cache_clear()
+    one = seal_mod.seal(b"secret", key.public_key, b"info")
+    two = seal_mod.seal(b"secret", key.public_key, b"info")
+    assert seal_mod._public_key.cache_info().hits == 1
+    assert one != two  # a fresh encapsulation each time
+    assert key.open(one, b"info") == key.open(two, b"info") == b"secret"
+    with pytest.raises(ValueError):
+        seal_mod.seal(b"secret", b"\x01" * 31, b"info")
 
 
 # -- issuing: faster, and exactly as durable -------------------------------------

@@ -7,6 +7,8 @@ section 5.3): a ciphertext moved to other claims fails to open.
 
 from __future__ import annotations
 
+import functools
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
@@ -51,6 +53,12 @@ class SealingKey:
 
 
 def seal(secret: bytes, public_key: bytes, info: bytes) -> bytes:
-    return _SUITE.encrypt(
-        secret, X25519PublicKey.from_public_bytes(public_key), info=info
-    )
+    return _SUITE.encrypt(secret, _public_key(public_key), info=info)
+
+
+@functools.lru_cache(maxsize=64)
+def _public_key(raw: bytes) -> X25519PublicKey:
+    """A host's public key object, made once per key: a signer issues to the
+    same few hosts again and again. Public, immutable, and refused (not
+    cached) when malformed."""
+    return X25519PublicKey.from_public_bytes(raw)

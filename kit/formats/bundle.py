@@ -8,6 +8,7 @@ so the ciphertext opens only under the claims it was sealed with.
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ DELIVERY_MODES = ("env", "fd", "file", "stdin")
 
 @dataclass(frozen=True)
 class Claims:
+    """The signed claims of a bundle (FORMAT.md 5.2)."""
+
     bundle_id: str
     issuer: str
     owner: str
@@ -114,9 +117,27 @@ _BODY_FIELDS = frozenset({"claims", "sealed"})
 def parse_bundle(data: bytes) -> Bundle:
     """Structural parse only (step 1 of FORMAT.md 5.4). Raises FormatError."""
     env = parse_envelope(data, label=LABEL, cap=CAP, what="bundle")
-    body = encoding.decode(env.body, cap=CAP, what="bundle body")
-    claims_bytes, sealed = _read_body_fast(body) or _read_body_precise(body)
-    return Bundle(env, claims_bytes, sealed)
+    read = _body_fast(env.body)
+    if read is None:
+        body = encoding.decode(env.body, cap=CAP, what="bundle body")
+        read = _read_body_fast(body) or _read_body_precise(body)
+    return Bundle(env, *read)
+
+
+_BODY_ORDER = ("claims", "sealed")
+
+
+def _body_fast(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(claims, sealed) when the body bytes pass :func:`encoding.decode` and
+    :func:`_read_body_precise`, else None: a map of two byte strings, keys
+    in order, canonically encoded (see :func:`encoding.unpack_unchecked`)."""
+    body = encoding.unpack_unchecked(raw, CAP)
+    if type(body) is not dict or tuple(body) != _BODY_ORDER:
+        return None
+    read = _read_body_fast(body)
+    if read is None or not encoding.is_canonical(body, raw):
+        return None
+    return read
 
 
 def _read_body_fast(body: Any) -> tuple[bytes, bytes] | None:
@@ -149,17 +170,42 @@ def decode_claims(claims_bytes: bytes) -> Claims:
     """Decode claims (after the signature has been verified). Raises FormatError
     naming the field.
 
-    The host reads claims before every release, so a valid map is read in one
-    pass (:func:`_read_claims_fast`); anything that pass does not accept is
-    read again field by field (:func:`_read_claims_precise`), which refuses
-    it naming the field at fault. tests/test_fast_paths.py checks that both
-    agree, so the fast pass changes speed only.
+    The host reads claims before every release, so valid claims are decoded
+    and read in one pass (:func:`_claims_fast`); anything that pass does not
+    accept is decoded strictly and read again field by field
+    (:func:`_read_claims_precise`), which refuses it naming the field at
+    fault. tests/test_fast_paths.py checks that both agree, so the fast pass
+    changes speed only.
     """
+    fast = _claims_fast(claims_bytes)
+    if fast is not None:
+        return fast
     obj = encoding.decode(claims_bytes, cap=CAP, what="bundle claims")
-    return _read_claims_fast(obj) or _read_claims_precise(obj)
+    return _read_claims_precise(obj)
 
 
 _FIELDS = frozenset(Claims.__dataclass_fields__)
+# The keys of a canonical claims map, in their encoded (sorted) order.
+_ORDER = tuple(sorted(_FIELDS))
+
+
+def _claims_fast(raw: bytes) -> Claims | None:
+    """Claims when ``raw`` passes :func:`encoding.decode` and
+    :func:`_read_claims_precise`, else None (never an error).
+
+    No tree walk: :func:`_read_claims_fast` checks every value's exact type
+    and the claims nest two levels, so what is left of the strict decoder's
+    checks is the key order (checked here) and the canonical form (checked
+    last, see :func:`encoding.unpack_unchecked`)."""
+    obj = encoding.unpack_unchecked(raw, CAP, use_list=False)
+    if type(obj) is not dict or tuple(obj) != _ORDER:
+        return None
+    claims = _read_claims_fast(obj)
+    if claims is None or not encoding.is_canonical(obj, raw):
+        return None
+    return claims
+
+
 # (field, pattern) for the text fields, each at most 256 characters.
 _TEXTS = (
     ("bundle_id", encoding.HEX32_RE),
@@ -171,6 +217,13 @@ _TEXTS = (
     ("task", encoding.NAME_RE),
     ("secret_name", encoding.ENV_VAR_RE),
 )
+_text_values = operator.itemgetter(*(field for field, _ in _TEXTS))
+# The text fields' patterns joined by newlines, for values joined the same
+# way. No pattern matches a newline and each bounds its length under 256
+# characters (tests/test_fast_paths.py checks both), so the whole matches
+# exactly when each value matches its own pattern with at most 256
+# characters, as Fields.text requires.
+_TEXTS_RE = re.compile("\n".join(f"(?:{p.pattern})" for _, p in _TEXTS)).fullmatch
 # (field, lowest, highest) for the integer fields.
 _INTEGERS = (
     ("issued_at", encoding.TIME_MIN, encoding.TIME_MAX - 1),
@@ -183,83 +236,76 @@ _INTEGERS = (
 
 
 def _read_claims_fast(obj: Any) -> Claims | None:
-    """Claims when ``obj`` passes every check :func:`_read_claims_precise`
-    makes, else None (never an error)."""
+    """Claims when ``obj``, a claims map as :func:`encoding.unpack_unchecked`
+    decodes it with ``use_list=False`` (arrays as tuples), passes every
+    check :func:`_read_claims_precise` makes, else None (never an error).
+    ``obj`` becomes the claims' fields: the caller must not keep it."""
     if type(obj) is not dict or obj.keys() != _FIELDS:
         return None
-    for field, pattern in _TEXTS:
-        v = obj[field]
-        if type(v) is not str or len(v) > 256 or pattern.fullmatch(v) is None:
+    texts = _text_values(obj)
+    for v in texts:
+        if type(v) is not str:
             return None
+    # One match for the eight text fields (see _TEXTS_RE); a field holding a
+    # newline would shift the parts, so any newline at all is refused first.
+    joined = "\n".join(texts)
+    if joined.count("\n") != len(_TEXTS) - 1 or _TEXTS_RE(joined) is None:
+        return None
     for field, lo, hi in _INTEGERS:
         v = obj[field]
         # An exact int: bool, a subclass of int, is refused as Fields.integer.
         if type(v) is not int or not lo <= v <= hi:
             return None
     cmds = obj["commands"]
-    if type(cmds) is not list or not 1 <= len(cmds) <= MAX_COMMANDS:
+    if type(cmds) is not tuple or not 1 <= len(cmds) <= MAX_COMMANDS:
         return None
     for cmd in cmds:
-        if type(cmd) is not list or not 1 <= len(cmd) <= MAX_ARGS:
+        if type(cmd) is not tuple or not 1 <= len(cmd) <= MAX_ARGS:
             return None
         for a in cmd:  # ARG_RE: 1 to 256 characters, no NUL
             if type(a) is not str or not 0 < len(a) <= 256 or "\x00" in a:
                 return None
     datasets, delivery = obj["datasets"], obj["delivery"]
-    if type(datasets) is not list or len(datasets) > MAX_DATASETS:
+    if type(datasets) is not tuple or len(datasets) > MAX_DATASETS:
         return None
     for n in datasets:
-        if type(n) is not str or encoding.NAME_RE.fullmatch(n) is None:
+        if type(n) is not str or _NAME(n) is None:
             return None
-    # Delivery modes are names, so membership implies the name check.
-    if (
-        type(delivery) is not list
-        or not 1 <= len(delivery) <= len(DELIVERY_MODES)
-        or not all(m in DELIVERY_MODES for m in delivery)
-        or len(set(delivery)) != len(delivery)
-        or len(set(datasets)) != len(datasets)
-    ):
+    if type(delivery) is not tuple or not 1 <= len(delivery) <= len(DELIVERY_MODES):
         return None
+    for m in delivery:  # modes are names, so membership implies the name check
+        if m not in DELIVERY_MODES:
+            return None
     identity, declaration = obj["identity"], obj["declaration"]
-    anchor_seq, anchor_head = obj["anchor_seq"], obj["anchor_head"]
-    not_before, expires_at = obj["not_before"], obj["expires_at"]
+    anchor_head, not_before = obj["anchor_head"], obj["not_before"]
+    expires_at = obj["expires_at"]
     if (
-        encoding.UNSAFE_ENV_RE.fullmatch(obj["secret_name"].upper()) is not None
+        len(set(delivery)) != len(delivery)
+        or len(set(datasets)) != len(datasets)
+        or _UNSAFE_ENV(obj["secret_name"].upper()) is not None
         or type(identity) is not str
-        or (identity != "" and encoding.NAME_RE.fullmatch(identity) is None)
+        or (identity != "" and _NAME(identity) is None)
         or type(declaration) is not bytes
         or len(declaration) != (32 if identity else 0)
         or type(anchor_head) is not bytes
-        or len(anchor_head) != (32 if anchor_seq else 0)
-        or type(obj["risk"]) is not str
+        or len(anchor_head) != (32 if obj["anchor_seq"] else 0)
         or obj["risk"] not in RISKS
+        or type(obj["risk"]) is not str
         or not not_before < expires_at <= not_before + MAX_LIFETIME
         or obj["issued_at"] > not_before
     ):
         return None
-    return Claims(
-        bundle_id=obj["bundle_id"],
-        issuer=obj["issuer"],
-        owner=obj["owner"],
-        host=obj["host"],
-        host_key=obj["host_key"],
-        env=obj["env"],
-        task=obj["task"],
-        commands=tuple(map(tuple, cmds)),
-        secret_name=obj["secret_name"],
-        issued_at=obj["issued_at"],
-        not_before=not_before,
-        expires_at=expires_at,
-        max_uses=obj["max_uses"],
-        identity=identity,
-        declaration=declaration,
-        datasets=tuple(datasets),
-        risk=obj["risk"],
-        delivery=tuple(delivery),
-        approvals=obj["approvals"],
-        anchor_seq=anchor_seq,
-        anchor_head=anchor_head,
-    )
+    # Every field is checked and present (the key set is exactly _FIELDS),
+    # and its arrays are tuples, as the precise reader makes them; so the
+    # record is filled in one step, as its __init__ would fill it.
+    claims: Claims = _new(Claims)
+    claims.__dict__.update(obj)
+    return claims
+
+
+_NAME = encoding.NAME_RE.fullmatch
+_UNSAFE_ENV = encoding.UNSAFE_ENV_RE.fullmatch
+_new = object.__new__
 
 
 def _read_claims_precise(obj: Any) -> Claims:

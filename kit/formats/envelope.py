@@ -9,7 +9,6 @@ received, never a re-encoding.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,14 +16,17 @@ from typing import Any
 from kit import encoding
 from kit.crypto.sign import SIG_LEN, SigningKey, verify_signature
 from kit.errors import FormatError, UnauthenticatedError
+from kit.lazylog import LazyLogger
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 MAX_SIGNATURES = 8
 
 
 @dataclass(frozen=True)
 class Envelope:
+    """A decoded envelope; ``raw`` is the bytes it was read from."""
+
     label: str
     body: bytes
     signatures: tuple[tuple[str, bytes], ...]
@@ -41,7 +43,56 @@ def seal_envelope(label: str, body: bytes, keys: list[SigningKey]) -> bytes:
 
 
 def parse_envelope(data: bytes, *, label: str, cap: int, what: str) -> Envelope:
-    """Decode an envelope and check its label. Signatures are not checked here."""
+    """Decode an envelope and check its label. Signatures are not checked here.
+
+    A well-formed envelope is read in one pass (:func:`_parse_fast`);
+    anything that pass does not accept is decoded and read again one check
+    at a time (:func:`_parse_precise`), which refuses it with the exact
+    reason. tests/test_fast_paths.py checks that both agree.
+    """
+    return _parse_fast(data, label, cap) or _parse_precise(
+        data, label=label, cap=cap, what=what
+    )
+
+
+def _parse_fast(data: bytes, label: str, cap: int) -> Envelope | None:
+    """The envelope when ``data`` passes every check of :func:`_parse_precise`,
+    else None (never an error). An envelope holds no map and no float: every
+    value's exact type is checked here, which is what the strict decoder's
+    tree walk would prove, and the canonical form is checked last."""
+    obj = encoding.unpack_unchecked(data, cap, use_list=False)
+    if type(obj) is not tuple or len(obj) != 3:
+        return None
+    got_label, body, sigs = obj
+    if (
+        type(got_label) is not str
+        or got_label != label
+        or type(body) is not bytes
+        or type(sigs) is not tuple
+        or not 1 <= len(sigs) <= MAX_SIGNATURES
+    ):
+        return None
+    for item in sigs:
+        if type(item) is not tuple or len(item) != 2:
+            return None
+        kid, sig = item
+        if (
+            type(sig) is not bytes
+            or len(sig) != SIG_LEN
+            or type(kid) is not str
+            or _HEX32(kid) is None
+        ):
+            return None
+    if not encoding.is_canonical(obj, data):
+        return None
+    return Envelope(label, body, sigs, data)
+
+
+_HEX32 = encoding.HEX32_RE.fullmatch
+
+
+def _parse_precise(data: bytes, *, label: str, cap: int, what: str) -> Envelope:
+    """The reference reader: strict decode, then one check at a time."""
     obj = encoding.decode(data, cap=cap, what=what)
     if not isinstance(obj, list) or len(obj) != 3:
         raise FormatError(f"{what} is not a kit envelope (3-item array)")

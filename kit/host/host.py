@@ -8,7 +8,6 @@ this module; a refusal commits a denial receipt before it is raised.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,10 +54,11 @@ from kit.host.verifier import (
     check_approvals,
     check_scope,
 )
+from kit.lazylog import LazyLogger
 from kit.storage.base import ReceiptBuilder, UseRecord
 from kit.storage.sqlite import SqliteHostState
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 HPKE_KEY = "hpke.key"
 RECEIPT_KEY = "receipt.key"
