@@ -514,3 +514,31 @@ def test_signer_refuses_a_home_or_root_others_can_write(
     assert proc.returncode == 5, err
     assert f"chmod go-w {path}" in err
     os.chmod(path, path.stat().st_mode & ~0o022)
+
+
+# -- 7. the pause between QR frames on a terminal -------------------------------
+
+
+def test_qr_terminal_frames_stop_cleanly_at_end_of_input(
+    world: World, tmp_path: Path
+) -> None:
+    """Ctrl-D at "Enter for the next frame" says which frames were not shown
+    (a usage error, exit 2), with no traceback; Enter shows the next one."""
+    src = tmp_path / "b.kit"
+    src.write_bytes(world.issue().data)
+    args: list[str | Path] = ["qr", "encode", src, "--terminal", "--frame-bytes", "200"]
+    prompt = b"Enter for the next frame "
+    code, text = on_tty(args, [(prompt, b"\x04")], _kit_env())
+    assert code == 2, text
+    n = int(text.split("frame 1 of ", 1)[1].split()[0])
+    assert n >= 3 and "frame 2 of" not in text
+    assert f"kit: error: stopped after frame 1 of {n}: end of input" in text
+    assert f"frames 2..{n} were not shown" in text
+    _no_traceback(text)
+    keys = [(prompt, b"\n")] + [
+        (f"frame {i} of {n}".encode(), b"\n") for i in range(2, n)
+    ]
+    code, text = on_tty(args, keys, _kit_env())
+    assert code == 0, text
+    assert f"frame {n} of {n}" in text
+    _no_traceback(text)

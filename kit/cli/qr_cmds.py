@@ -198,7 +198,15 @@ def _show(frames: list[str], captions: list[str]) -> None:
         print(qr.terminal_text(text))
         print(cap, flush=True)
         if interactive and i < len(frames):
-            input("Enter for the next frame ")
+            try:
+                input("Enter for the next frame ")
+            except EOFError:
+                n = len(frames)
+                rest = f"frame {n} was" if i + 1 == n else f"frames {i + 1}..{n} were"
+                raise UsageError(
+                    f"stopped after frame {i} of {n}: end of input (Ctrl-D) "
+                    f"at the prompt; {rest} not shown"
+                ) from None
 
 
 @qr_app.command("decode")
