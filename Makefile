@@ -28,9 +28,14 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict kit
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
+# The tests start kit as a process some thousand times: its modules are
+# compiled once up front (a sandbox may set PYTHONDONTWRITEBYTECODE), and
+# the suite runs on every core (pytest-xdist; PYTEST_WORKERS=0 runs it in this process).
+PYTEST_WORKERS ?= auto
 test: $(STAMP) sysdeps lint
 	$(BIN)/kit policy check bundles
-	@$(BIN)/python -m pytest -q; rc=$$?; \
+	@$(BIN)/python -m compileall -q kit
+	@$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
