@@ -8,6 +8,13 @@ release receipts (one per issuance) signed by the host's receipt key, cut
 into batches with signed checkpoints. The reconciliation itself runs as the
 real ``kit`` command in a child process, so its peak RSS is its own.
 
+On a shared machine the seconds say little alone, so the same run also
+times a baseline in this process: reading every batch, hashing each receipt
+with SHA-256 and decoding its envelope and body with msgpack's C decoder,
+the least any reader must do, once before the reconciliation and once
+after. ``cpu_ratio_to_baseline`` is the reconciling process's CPU time over
+the mean of the two (the ledger, the store and the verdicts included).
+
     python bench/reconcile_scale.py --receipts 1000000 --hosts 1000 --json out.json
 """
 
@@ -19,11 +26,14 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import msgpack
 
 from kit.crypto.sign import SigningKey
 from kit.formats import ledger_export as lx
@@ -113,12 +123,31 @@ def _journal(
             raws, first = [], seq + 1
 
 
+def baseline(receipts: Path) -> tuple[int, float]:
+    """Receipts read and the CPU seconds taken to read every batch file,
+    SHA-256 each receipt and decode its envelope and body: the floor."""
+    n = 0
+    t0 = time.process_time()
+    for path in sorted(receipts.rglob("*.kit")):
+        raws, _ = rfmt.split_batch(path.read_bytes())
+        for raw in raws:
+            hashlib.sha256(raw).digest()
+            msgpack.unpackb(msgpack.unpackb(raw)[1])
+        n += len(raws)
+    return n, time.process_time() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--receipts", type=int, default=100_000)
     ap.add_argument("--hosts", type=int, default=100)
     ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--keep", type=Path, help="build in this folder and keep it")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="build in this folder and keep it; a data set already there is "
+        "used again (with a new auditor home)",
+    )
     args = ap.parse_args()
     if args.receipts < 1 or not 1 <= args.hosts <= args.receipts:
         ap.error("need --receipts >= --hosts >= 1")
@@ -127,15 +156,19 @@ def main() -> int:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        root_file = generate(folder, args.receipts, args.hosts, now)
+        root_file = folder / "trust-root.kit"
+        if not root_file.exists():
+            generate(folder, args.receipts, args.hosts, now)
         generated = time.perf_counter() - t0
         home = folder / "audit"
+        shutil.rmtree(home, ignore_errors=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
         subprocess.run(
             [str(KIT), "audit", "init", "--trust", str(root_file), "--home", str(home)],
             check=True, env=env, capture_output=True,
         )  # fmt: skip
         inputs = [folder / "ledger", *sorted((folder / "receipts").iterdir())]
+        base_n, base_before = baseline(folder / "receipts")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t1 = time.perf_counter()
         done = subprocess.run(
@@ -151,6 +184,8 @@ def main() -> int:
         if done.returncode not in (0, 1):
             sys.stderr.write(done.stderr.decode())
             return 1
+        _, base_after = baseline(folder / "receipts")
+        base_cpu = (base_before + base_after) / 2  # the load may change
         store = AuditStore(home / "audit.db")  # the results, read afterwards
         try:
             counts = store.counts()
@@ -167,6 +202,14 @@ def main() -> int:
         "receipts_per_second": round(counts["receipts"] / seconds, 1),
         "reconcile_cpu_seconds": round(cpu, 2),
         "peak_rss_mib": round(peak, 1),
+        "baseline_receipts": base_n,
+        "baseline_cpu_seconds": round(base_cpu, 2),
+        "baseline_cpu_seconds_before_after": [
+            round(base_before, 2),
+            round(base_after, 2),
+        ],
+        "baseline_receipts_per_second": round(base_n / max(base_cpu, 1e-9), 1),
+        "cpu_ratio_to_baseline": round(cpu / max(base_cpu, 1e-9), 2),
         "exceptions": exceptions,
         "statuses": statuses,
         "exit_status": done.returncode,

@@ -13,6 +13,7 @@ import csv
 import json
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -708,6 +709,66 @@ def test_fast_path_accepts_exactly_what_the_strict_reader_does(
     fast = fast_receipt(raw, "build-01") is not None
     assert fast == strict, (odd, strict)
     assert strict == (odd == {} or odd == {"event": "deny", "reason": "wrong-task"})
+
+
+# Encodings of one field that the strict reader refuses (or, for the first,
+# accepts): (field, bytes of its value), or a whole-body rewrite.
+_ODD_BYTES: list[tuple[str, bytes]] = [
+    ("", b""),  # the canonical body itself
+    ("seq", b"\xcd\x00\x07"),  # 7 as uint16: a wider form than needed
+    ("time", b"\xcb" + struct.pack(">d", float(T0))),  # a float
+    ("use", b"\xc3"),  # true, not 1
+    ("task", b"\xd9\x01t"),  # a 1-character str8
+    ("detail", b"\xd4\x01\x00"),  # an extension type
+    ("prev", b"\xa0"),  # a str where bin32 is due
+    ("map32", b""),  # the map's header as map32
+    ("duplicate", b""),  # one key twice
+    ("missing", b""),  # one key fewer
+]
+
+
+@pytest.mark.parametrize("odd", _ODD_BYTES, ids=lambda o: o[0] or "canonical")
+def test_fast_path_agrees_with_the_strict_reader_on_encodings(
+    odd: tuple[str, bytes],
+) -> None:
+    """The fast path reads the receipt body as an array of its keys and
+    values (FORMAT.md 14.2 receipts are read a million at a time): a body
+    that is not exactly the canonical map of the 18 fields, whether by a
+    wider form, a wrong type, a repeated or missing key or another map
+    header, is refused by both readers alike."""
+    import msgpack
+
+    from kit.audit.auditor import fast_receipt
+    from kit.crypto.sign import SigningKey
+    from kit.formats.envelope import seal_envelope
+
+    key = SigningKey.generate()
+    r = rfmt.Receipt(
+        host="build-01", seq=7, prev=bytes(32), time=T0, event="release",
+        action="run", bundle_id="ab" * 16, bundle_digest=bytes(32), task="t",
+        command=("true",), reason="", detail="", use=1, exit_status=0,
+        duration_ms=3, delivery="fd",
+    )  # fmt: skip
+    fields = sorted(r.to_map().items(), key=lambda kv: kv[0].encode())
+    name, value = odd
+    items = [
+        msgpack.packb(k) + (value if k == name else msgpack.packb(v)) for k, v in fields
+    ]
+    header = b"\xde\x00\x12"
+    if name == "map32":
+        header = b"\xdf\x00\x00\x00\x12"
+    elif name == "duplicate":
+        header, items = b"\xde\x00\x13", [*items, items[-1]]
+    elif name == "missing":
+        header, items = b"\xde\x00\x11", items[:-1]
+    raw = seal_envelope(rfmt.LABEL, header + b"".join(items), [key])
+    try:
+        rfmt.open_receipt(raw, {key.key_id: key.public_key})
+        strict = True
+    except (UnauthenticatedError, FormatError):
+        strict = False
+    assert (fast_receipt(raw, "build-01") is not None) == strict
+    assert strict == (name == "")
 
 
 def test_batch_without_checkpoint(world: World, audit: Audit, tmp_path: Path) -> None:

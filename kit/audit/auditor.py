@@ -21,8 +21,11 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
+
+import msgpack
 
 from kit import encoding
 from kit.audit.codes import CODES, COMPLETENESS, INTEGRITY, SEVERITIES, USE
@@ -50,6 +53,10 @@ DB_FILE = "audit.db"
 # all or nothing): a crash loses at most the group being written, and those
 # inputs, not yet known by their digests, are simply ingested again.
 GROUP_BYTES = 256 << 20
+# A run adding at least this many receipts and issuances, and at least as
+# many as the store held before, drops their secondary indexes and builds
+# them again once at the end: one sort instead of a random insert per row.
+DEFER_INDEX = 20_000
 # Host-reported refusals of input that could not be authenticated.
 Progress = Callable[[str, int], None]
 
@@ -72,6 +79,7 @@ def init_auditor(home: Path, root_bytes: bytes) -> TrustRoot:
 class Input:
     source: str  # where it was read from: a pointer for people, not evidence
     data: bytes
+    digest: bytes = b""  # SHA-256 of data when already computed, else b""
 
 
 @dataclass
@@ -96,6 +104,9 @@ class _Run:
     skipped: int = 0
     receipts: int = 0
     keys: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    added: int = 0  # receipts and issuances
+    defer_at: int = 0  # rows added past which the indexes are deferred
+    deferred: bool = False
 
 
 class Auditor:
@@ -129,6 +140,7 @@ class Auditor:
         after every later export."""
         run = self._run = _Run()
         run.keys = self.store.host_keys()
+        run.defer_at = max(DEFER_INDEX, self.store.row_count())
         with self.store.transaction():
             grouped = 0
             for item in inputs:
@@ -140,9 +152,11 @@ class Auditor:
                 if progress is not None:
                     progress(item.source, run.receipts)
             self._retry_pending()
+            if run.deferred:
+                self.store.build_indexes()
 
     def _ingest_one(self, item: Input, now: int) -> None:
-        digest = hashlib.sha256(item.data).digest()
+        digest = item.digest or hashlib.sha256(item.data).digest()
         if self.store.input_outcome(digest) is not None:
             self._run.skipped += 1  # the same bytes again change nothing
             return
@@ -235,14 +249,9 @@ class Auditor:
             (h.name, h.env, _kid(h.receipt_key), h.receipt_key, h.enrolled_at)
             for h in ex.hosts
         )
-        self.store.add_issuances(
-            (
-                i.bundle_id, i.lseq, i.host, i.env, i.task, i.identity, i.owner,
-                i.issuer, i.issued_at, i.not_before, i.expires_at, i.max_uses,
-                i.claims_digest, i.bundle_digest, input_id,
-            )  # in key order: one pass over the table, not a random walk
-            for i in sorted(ex.issuances, key=lambda i: i.bundle_id)
-        )  # fmt: skip
+        tail = (input_id,)
+        self._grow(len(ex.issuances))
+        self.store.add_issuances(_ISSUANCE_ROW(i) + tail for i in ex.issuances)
         self.store.add_revocations(
             (r.kind, r.value, r.added_at) for r in ex.revocations
         )
@@ -292,11 +301,17 @@ class Auditor:
         self.store.add_checkpoint(
             env.digest, host, cp.first_seq, cp.seq, cp.head, cp.time, input_id
         )
-        rows = self._chained(raws, host, cp, input_id)
+        first, rows = self._chained(raws, host, cp, input_id)
+        if len(rows) == len(raws):
+            # Every receipt reached from the head, each one seq below the
+            # next in the file: in order by construction.
+            self._store(host, rows, input_id, consecutive=True)
+            return "ingested"
+        by_index = dict(enumerate(rows, first))
         forged = []
         keys = {_kid(pub): pub}
         for index, raw in enumerate(raws):
-            if index in rows:
+            if index in by_index:
                 continue
             try:
                 sr = rfmt.open_receipt(raw, keys)
@@ -305,37 +320,45 @@ class Auditor:
             except KitError:
                 forged.append(index + 1)
                 continue
-            rows[index] = _row(sr.receipt, sr.digest, input_id)
+            by_index[index] = _row(sr.receipt, sr.digest, input_id)
         if forged:
             self._forged(host, forged, input_id)
-        ordered = sorted(rows.items())
+        ordered = sorted(by_index.items())
         self._check_order(host, ordered, input_id)
         self._store(host, [row for _, row in ordered], input_id)
         return "ingested"
 
     def _chained(
         self, raws: list[bytes], host: str, cp: rfmt.Checkpoint, input_id: int
-    ) -> dict[int, tuple[Any, ...]]:
-        """Receipts authenticated by hash links back from the checkpoint's
-        head, by position in the batch."""
+    ) -> tuple[int, list[tuple[Any, ...]]]:
+        """The rows of the receipts authenticated by hash links back from
+        the checkpoint's head (FORMAT.md 14.2), a run of consecutive items
+        of the batch, and the position of the first: in file order, which
+        is seq order."""
         hashes = [hashlib.sha256(r).digest() for r in raws]
-        out: dict[int, tuple[Any, ...]] = {}
         index = next(
             (i for i in range(len(raws) - 1, -1, -1) if hashes[i] == cp.head), None
         )
-        want_seq = cp.seq
-        while index is not None and index >= 0:
-            m = fast_receipt(raws[index], host)
-            if m is None or m["seq"] != want_seq:
-                break  # its own signature check decides below
-            out[index] = (
-                host, want_seq, hashes[index], m["prev"], m["time"], m["event"],
-                m["bundle_id"], m["task"], m["reason"], input_id,
+        if index is None:
+            return 0, []
+        read = _FastReader(host).read
+        out: list[tuple[Any, ...]] = []
+        first, want_seq = index + 1, cp.seq
+        while True:
+            got = read(raws[index])
+            if got is None or got[0] != want_seq:
+                break  # its own signature check decides
+            seq, prev, t, event, bundle_id, task, reason = got
+            out.append(
+                (host, seq, hashes[index], prev, t, event, bundle_id, task,
+                 reason, input_id)
             )  # fmt: skip
-            if index == 0 or hashes[index - 1] != m["prev"]:
+            first = index
+            if index == 0 or hashes[index - 1] != prev:
                 break
             index, want_seq = index - 1, want_seq - 1
-        return out
+        out.reverse()
+        return first, out
 
     def _signers_known(self, raws: list[bytes]) -> bool:
         """Whether every receipt of a batch with no checkpoint names a
@@ -425,11 +448,25 @@ class Auditor:
             host=host,
         )
 
-    def _store(self, host: str, rows: list[tuple[Any, ...]], input_id: int) -> None:
+    def _store(
+        self,
+        host: str,
+        rows: list[tuple[Any, ...]],
+        input_id: int,
+        consecutive: bool = False,
+    ) -> None:
+        """Add a batch's authentic receipts of ``host``, each (host, seq) once:
+        one already held is a duplicate, or a fork if its hash differs.
+        ``consecutive``: the rows are known to be in strictly increasing seq
+        order, so when none of their range is held they go in as they are."""
         if not rows:
             return
-        rows.sort(key=lambda r: int(r[1]))
-        held = self.store.held(host, int(rows[0][1]), int(rows[-1][1]))
+        if not consecutive:
+            rows.sort(key=_SEQ)
+        held = self.store.held(host, rows[0][1], rows[-1][1])
+        if consecutive and not held:
+            self._add(rows)
+            return
         new: list[tuple[Any, ...]] = []
         dups: list[int] = []
         for row in rows:
@@ -442,8 +479,7 @@ class Auditor:
                 dups.append(seq)
             else:
                 self.store.add_fork(host, seq, digest, input_id)
-        self.store.add_receipts(new)
-        self._run.receipts += len(new)
+        self._add(new)
         if dups:
             self.store.finding(
                 "duplicate-receipt",
@@ -453,6 +489,20 @@ class Auditor:
                 host=host,
                 seq=dups[0],
             )
+
+    def _add(self, rows: list[tuple[Any, ...]]) -> None:
+        self._grow(len(rows))
+        self.store.add_receipts(rows)
+        self._run.receipts += len(rows)
+
+    def _grow(self, rows: int) -> None:
+        """Count rows about to be added; past ``defer_at``, drop the
+        secondary indexes until the end of the run."""
+        run = self._run
+        run.added += rows
+        if not run.deferred and run.added >= run.defer_at:
+            self.store.defer_indexes()
+            run.deferred = True
 
     # -- decisions -----------------------------------------------------------
 
@@ -505,33 +555,141 @@ def _kid(public_key: bytes) -> str:
     return key_id(public_key)
 
 
-_RECEIPT_ORDER = sorted(rfmt.Receipt.__dataclass_fields__, key=lambda k: k.encode())
+_RECEIPT_ORDER = tuple(
+    sorted(rfmt.Receipt.__dataclass_fields__, key=lambda k: k.encode())
+)
+# The exact type of every receipt field, in that (canonical key) order.
+_RECEIPT_TYPES = tuple(
+    {
+        "action": str, "approvals": list, "bundle_digest": bytes,
+        "bundle_id": str, "command": list, "datasets": list, "delivery": str,
+        "detail": str, "duration_ms": int, "event": str, "exit_status": int,
+        "host": str, "prev": bytes, "reason": str, "seq": int, "task": str,
+        "time": int, "use": int,
+    }[k]
+    for k in _RECEIPT_ORDER
+)  # fmt: skip
+_RECEIPT_KEYS = list(_RECEIPT_ORDER)
+_MAP18 = b"\xde\x00\x12"  # map16 header, 18 entries
+_ARRAY36 = b"\xdc\x00\x24"  # array16 header, 36 items
 _TIME = (encoding.TIME_MIN, encoding.TIME_MAX - 1)
+_SEQ = itemgetter(1)  # of a receipt row
+_HEX32 = encoding.HEX32_RE.fullmatch
+_REASON = rfmt.REASON_RE.fullmatch
+_ARG = rfmt.RECEIPT_ARG_RE.fullmatch
+_NAME = rfmt.RECEIPT_NAME_RE.fullmatch
+_MAX_SEQ = rfmt.MAX_SEQ
+_MAX_TASK = rfmt.MAX_TASK
+_EVENTS = frozenset(rfmt.EVENTS)
+_ACTIONS = frozenset(rfmt.ACTIONS)
+# Fields of a receipt the auditor keeps, as read by the fast path: seq, prev,
+# time, event, bundle_id, task, reason.
+Fields = tuple[int, bytes, int, str, str, str, str]
 
 
-def fast_receipt(raw: bytes, host: str) -> dict[str, Any] | None:
-    """The body of a receipt of ``host`` (a name already checked, from its
-    checkpoint) authenticated by its hash link, checked against FORMAT.md 3
-    and 7.1 inline (a million of them must not cost a million field
-    readers); it accepts exactly what :func:`rfmt.open_receipt` accepts,
-    signatures aside. None when anything is off, and the caller then opens
-    it the slow way, with its signature, for a precise verdict."""
-    try:
-        env = lx.unpack_authenticated(raw, rfmt.CAP, "receipt")
-        if (
-            type(env) is not list
-            or len(env) != 3
-            or env[0] != rfmt.LABEL
-            or type(env[1]) is not bytes
-            or not _signatures_ok(env[2])
+class _FastReader:
+    """Reads receipts authenticated by their hash links (FORMAT.md 14.2)
+    against FORMAT.md 3 and 7.1 inline: a million of them must not cost a
+    million field readers. It accepts exactly what :func:`rfmt.open_receipt`
+    accepts, signatures aside; on anything else it gives None and the caller
+    opens the receipt the slow way, with its signature, for a precise
+    verdict. One reader per batch: it keeps a msgpack packer for the
+    canonical-form checks."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host  # a name already checked, from the checkpoint
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+
+    def read(self, raw: bytes) -> Fields | None:
+        if len(raw) > rfmt.CAP:
+            return None
+        try:
+            env = _unpackb(raw)
+            if type(env) is not list or len(env) != 3:
+                return None
+            label, body, sigs = env
+            if (
+                type(label) is not str
+                or label != rfmt.LABEL
+                or type(body) is not bytes
+                or not _signatures_ok(sigs)
+                or self._pack(env) != raw
+            ):
+                return None
+            # The body must be a map of the 18 receipt fields, whose
+            # canonical header is map16 with 18 entries; read as an array of
+            # its 36 keys and values (the same item bytes: msgpack items do
+            # not depend on their container), it decodes several times
+            # faster than as a map. Keys in canonical order, each once, and
+            # each value of its exact type (a bool is not an int, nor a
+            # float); then the bytes must be the canonical form of what was
+            # read, which refuses any wider encoding.
+            if body[:3] != _MAP18:
+                return None
+            flat = _ARRAY36 + body[3:]
+            items = _unpackb(flat)
+            if (
+                type(items) is not list
+                or len(items) != 36
+                or items[0::2] != _RECEIPT_KEYS
+                or tuple(map(type, values := items[1::2])) != _RECEIPT_TYPES
+                or self._pack(items) != flat
+            ):
+                return None
+        except Exception:  # noqa: BLE001 - any flaw: the strict reader decides
+            return None
+        (
+            action, approvals, bundle_digest, bundle_id, command, datasets,
+            delivery, detail, duration_ms, event, exit_status, host, prev,
+            reason, seq, task, t, use,
+        ) = values  # fmt: skip
+        if not (
+            host == self.host
+            and 1 <= seq <= _MAX_SEQ
+            and _TIME[0] <= t <= _TIME[1]
+            and 0 <= use <= 1000
+            and -255 <= exit_status <= 255
+            and 0 <= duration_ms <= 1 << 40
+            and len(prev) == 32
+            and len(bundle_digest) == 32
+            and len(task) <= _MAX_TASK
+            and len(detail) <= 512
+            and len(delivery) <= 16
+            and event in _EVENTS
+            and action in _ACTIONS
+            and (event == "deny") == (reason != "")
         ):
             return None
-        m = lx.unpack_authenticated(env[1], rfmt.CAP, "receipt body")
-    except FormatError:
-        return None
-    if type(m) is not dict or list(m) != _RECEIPT_ORDER or m["host"] != host:
-        return None
-    return m if _receipt_fields_ok(m) else None
+        if (
+            (reason and _REASON(reason) is None)
+            or (bundle_id and _HEX32(bundle_id) is None)
+            or (command and not _items_ok(command, _ARG, 32))
+            or (datasets and not _items_ok(datasets, _NAME, 32))
+            or (approvals and not _items_ok(approvals, _HEX32, 8))
+        ):
+            return None
+        return seq, prev, t, event, bundle_id, task, reason
+
+
+def _unpackb(data: bytes) -> Any:
+    """msgpack's own decoder: extension types come back as objects no exact
+    type check accepts, so they are refused with everything else."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=True)
+
+
+def _items_ok(items: list[Any], match: Callable[[str], Any], most: int) -> bool:
+    if len(items) > most:
+        return False
+    for v in items:
+        if type(v) is not str or match(v) is None:
+            return False
+    return True
+
+
+def fast_receipt(raw: bytes, host: str) -> Fields | None:
+    """The fields the auditor keeps of a receipt of ``host`` authenticated
+    by its hash link, or None (see :class:`_FastReader`)."""
+    return _FastReader(host).read(raw)
 
 
 def _signatures_ok(sigs: Any) -> bool:
@@ -546,72 +704,12 @@ def _signatures_ok(sigs: Any) -> bool:
             type(item) is not list
             or len(item) != 2
             or type(item[0]) is not str
-            or not encoding.HEX32_RE.fullmatch(item[0])
+            or _HEX32(item[0]) is None
             or type(item[1]) is not bytes
             or len(item[1]) != SIG_LEN
         ):
             return False
     return True
-
-
-def _receipt_fields_ok(m: dict[str, Any]) -> bool:
-    """Every field but ``host`` (compared with the checkpoint's by the
-    caller), as :func:`rfmt._decode_receipt` reads it."""
-    seq, t, use, status, ms = (
-        m["seq"], m["time"], m["use"], m["exit_status"], m["duration_ms"]
-    )  # fmt: skip
-    if not (
-        type(seq) is int
-        and type(t) is int
-        and type(use) is int
-        and type(status) is int
-        and type(ms) is int
-        and 1 <= seq <= rfmt.MAX_SEQ
-        and _TIME[0] <= t <= _TIME[1]
-        and 0 <= use <= 1000
-        and -255 <= status <= 255
-        and 0 <= ms <= 1 << 40
-    ):
-        return False
-    bundle_id, prev, digest = m["bundle_id"], m["prev"], m["bundle_digest"]
-    task, reason, detail, delivery = (
-        m["task"], m["reason"], m["detail"], m["delivery"]
-    )  # fmt: skip
-    if not (
-        type(bundle_id) is str
-        and (bundle_id == "" or encoding.HEX32_RE.fullmatch(bundle_id))
-        and type(prev) is bytes
-        and len(prev) == 32
-        and type(digest) is bytes
-        and len(digest) == 32
-        and type(task) is str
-        and len(task) <= rfmt.MAX_TASK
-        and type(reason) is str
-        and (reason == "" or rfmt.REASON_RE.fullmatch(reason))
-        and type(detail) is str
-        and len(detail) <= 512
-        and type(delivery) is str
-        and len(delivery) <= 16
-        and m["event"] in rfmt.EVENTS
-        and m["action"] in rfmt.ACTIONS
-        and (m["event"] == "deny") == (reason != "")
-    ):
-        return False
-    for name, rx, most in _RECEIPT_LISTS:
-        items = m[name]
-        if type(items) is not list or len(items) > most:
-            return False
-        for v in items:
-            if type(v) is not str or not rx.fullmatch(v):
-                return False
-    return True
-
-
-_RECEIPT_LISTS = (
-    ("command", rfmt.RECEIPT_ARG_RE, 32),
-    ("datasets", rfmt.RECEIPT_NAME_RE, 32),
-    ("approvals", encoding.HEX32_RE, 8),
-)
 
 
 def _row(r: rfmt.Receipt, digest: bytes, input_id: int) -> tuple[Any, ...]:
@@ -620,6 +718,13 @@ def _row(r: rfmt.Receipt, digest: bytes, input_id: int) -> tuple[Any, ...]:
         r.reason, input_id,
     )  # fmt: skip
 
+
+# An issuance as a row of the issuances table, but for its input.
+_ISSUANCE_ROW = attrgetter(
+    "bundle_id", "lseq", "host", "env", "task", "identity", "owner", "issuer",
+    "issued_at", "not_before", "expires_at", "max_uses", "claims_digest",
+    "bundle_digest",
+)  # fmt: skip
 
 # Kit objects that are not evidence, by label: noted (info), never read.
 _OTHER_OBJECTS = {
@@ -703,6 +808,7 @@ def read_inputs(files: list[tuple[str, Path, str]]) -> Iterator[Input]:
     files against their manifest digest again as they are read."""
     for source, path, digest in files:
         data = read_regular(path, FILE_CAP, "input file")
-        if digest and hashlib.sha256(data).hexdigest() != digest:
+        got = hashlib.sha256(data).digest()
+        if digest and got.hex() != digest:
             raise MediaError(f"{source}: changed while being read; refused")
-        yield Input(source, data)
+        yield Input(source, data, got)

@@ -20,7 +20,18 @@ from kit.audit.codes import CODES, SEVERITIES
 from kit.errors import HomeError
 from kit.storage.sqlite import _connect
 
-_SCHEMA = """
+# Indexes a large ingestion drops and builds again at its end
+# (:meth:`AuditStore.defer_indexes`); every open creates any missing, so a
+# crash in between leaves a store that is whole again when next opened.
+_INDEX_SQL = (
+    "CREATE INDEX IF NOT EXISTS issuances_lseq ON issuances(lseq)",
+    "CREATE INDEX IF NOT EXISTS receipts_use "
+    "ON receipts(bundle_id, event, time, task, input)",
+)
+_INDEXES = "".join(f"{sql};\n" for sql in _INDEX_SQL)
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS inputs (
     id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE, kind TEXT NOT NULL,
@@ -40,7 +51,6 @@ CREATE TABLE IF NOT EXISTS issuances (
     not_before INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     max_uses INTEGER NOT NULL, claims_digest BLOB NOT NULL,
     bundle_digest BLOB NOT NULL, input INTEGER NOT NULL) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS issuances_lseq ON issuances(lseq);
 CREATE TABLE IF NOT EXISTS revocations (
     kind TEXT NOT NULL, value TEXT NOT NULL, added_at INTEGER NOT NULL,
     PRIMARY KEY (kind, value)) STRICT;
@@ -50,8 +60,6 @@ CREATE TABLE IF NOT EXISTS receipts (
     bundle_id TEXT NOT NULL, task TEXT NOT NULL, reason TEXT NOT NULL,
     input INTEGER NOT NULL, PRIMARY KEY (host, seq)) STRICT, WITHOUT ROWID;
 DROP INDEX IF EXISTS receipts_bundle;
-CREATE INDEX IF NOT EXISTS receipts_use
-    ON receipts(bundle_id, event, time, task, input);
 CREATE TABLE IF NOT EXISTS forks (
     host TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
     input INTEGER NOT NULL, PRIMARY KEY (host, seq, hash)) STRICT;
@@ -75,6 +83,9 @@ CREATE TABLE IF NOT EXISTS exceptions (
 CREATE TABLE IF NOT EXISTS cover (host TEXT PRIMARY KEY, until INTEGER NOT NULL)
     STRICT;
 """
+    + _INDEXES
+)
+
 
 # The rules a revocation entry uses to name a bundle (FORMAT.md 12.1), as SQL
 # over ``v`` (revocations) and ``i`` (issuances).
@@ -271,6 +282,28 @@ class AuditStore:
             )
         }
 
+    def row_count(self) -> int:
+        """Receipts and issuances held."""
+        return int(
+            self.db.execute(
+                "SELECT (SELECT count(*) FROM receipts) "
+                "+ (SELECT count(*) FROM issuances)"
+            ).fetchone()[0]
+        )
+
+    def defer_indexes(self) -> None:
+        """Inside a transaction, before adding many receipts or issuances:
+        drop the secondary indexes of both, so that each row is not a random
+        insert into them; :meth:`build_indexes` makes them again, each in
+        one sort."""
+        self.db.execute("DROP INDEX IF EXISTS receipts_use")
+        self.db.execute("DROP INDEX IF EXISTS issuances_lseq")
+
+    def build_indexes(self) -> None:
+        """Inside the same transaction: the indexes dropped, made again."""
+        for sql in _INDEX_SQL:
+            self.db.execute(sql)
+
     def add_receipts(self, rows: list[tuple[Any, ...]]) -> None:
         self.db.executemany(
             "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
@@ -306,10 +339,17 @@ class AuditStore:
             self.db.execute("DELETE FROM exceptions")
             self.db.execute("DELETE FROM cover")
             self._cover()
-            self._temp_tables()
+            self._temp_tables(leeway)
             self._statuses(now, leeway)
             # Releases matched to their issuance, once: the use checks below
-            # scan this instead of joining again each time.
+            # scan this instead of joining again each time. Only the releases
+            # some use check may name are kept: every one while any
+            # revocation is held (use-after-revocation), else those out of
+            # their validity, on another host, env or task, or of a bundle
+            # released more often than allowed (overuse).
+            revoked = self.db.execute(
+                "SELECT EXISTS (SELECT 1 FROM revocations)"
+            ).fetchone()[0]
             self.db.execute("DROP TABLE IF EXISTS temp.rel")
             self.db.execute(
                 "CREATE TEMP TABLE rel AS SELECT r.host, r.seq, r.bundle_id, "
@@ -318,7 +358,13 @@ class AuditStore:
                 "i.expires_at, i.max_uses, coalesce(h.env, '') AS henv "
                 "FROM receipts r INDEXED BY receipts_use "
                 "JOIN issuances i USING (bundle_id) "
-                "LEFT JOIN hosts h ON h.name = r.host WHERE r.event = 'release'"
+                "LEFT JOIN hosts h ON h.name = r.host WHERE r.event = 'release' "
+                "AND (:all OR r.time > i.expires_at + :lw "
+                "OR r.time < i.not_before - :lw OR r.host != i.host "
+                "OR (coalesce(h.env, '') != '' AND h.env != i.env) "
+                "OR r.task != i.task OR (SELECT u.releases FROM uses u "
+                "WHERE u.bundle_id = r.bundle_id) > i.max_uses)",
+                {"all": int(revoked), "lw": leeway},
             )
             for code, sql in _derived():
                 self.db.execute(
@@ -359,14 +405,15 @@ class AuditStore:
             "WHERE o.host = e.host AND o.seq = 1)"
         )
 
-    def _temp_tables(self) -> None:
+    def _temp_tables(self, leeway: int) -> None:
         """Scratch tables each computed in one pass, so the checks below do
         not each sort or group a million receipts again: ``uses`` (per
-        bundle: releases, denials, newest release) and ``links`` (per
-        receipt: the seq, hash and time of the receipt before it in the
-        host's order). Whatever joins receipts to issuances reads the
-        covering index ``receipts_use`` in bundle id order, so both sides
-        are walked in key order rather than probed at random."""
+        bundle: releases, denials, newest release) and ``links`` (the
+        receipts a chain check may name, with the seq, hash and time of the
+        receipt held before each in the host's order). Whatever joins
+        receipts to issuances reads the covering index ``receipts_use`` in
+        bundle id order, so both sides are walked in key order rather than
+        probed at random."""
         self.db.execute("DROP TABLE IF EXISTS temp.uses")
         self.db.execute(
             "CREATE TEMP TABLE uses (bundle_id TEXT PRIMARY KEY, releases INTEGER, "
@@ -377,12 +424,23 @@ class AuditStore:
             "sum(event = 'deny'), max(CASE WHEN event = 'release' THEN time "
             "ELSE 0 END) FROM receipts WHERE bundle_id != '' GROUP BY bundle_id"
         )
+        # Each receipt probes the one before it by primary key, which is
+        # several times faster in SQLite than a window over the table, and
+        # only the receipts some chain check may name are kept: those after
+        # a gap (with ``ps`` the seq held before them, 0 if none), a first
+        # receipt not linked to the genesis, and those whose predecessor is
+        # held but whose link or time disagrees with it.
         self.db.execute("DROP TABLE IF EXISTS temp.links")
         self.db.execute(
-            "CREATE TEMP TABLE links AS SELECT host, seq, prev, time, input, "
-            "lag(seq, 1, 0) OVER w AS ps, lag(hash) OVER w AS ph, "
-            "lag(time) OVER w AS pt FROM receipts "
-            "WINDOW w AS (PARTITION BY host ORDER BY seq)"
+            "CREATE TEMP TABLE links AS SELECT r.host, r.seq, r.prev, r.time, "
+            "r.input, CASE WHEN q.seq IS NULL THEN coalesce((SELECT max(p.seq) "
+            "FROM receipts p WHERE p.host = r.host AND p.seq < r.seq), 0) "
+            "ELSE q.seq END AS ps, q.hash AS ph, q.time AS pt "
+            "FROM receipts r LEFT JOIN receipts q "
+            "ON q.host = r.host AND q.seq = r.seq - 1 "
+            "WHERE (q.seq IS NULL AND (r.seq > 1 OR r.prev != zeroblob(32))) "
+            "OR r.prev != q.hash OR r.time < q.time - :lw",
+            {"lw": leeway},
         )
 
     def _statuses(self, now: int, leeway: int) -> None:
@@ -639,8 +697,10 @@ def _derived() -> list[tuple[str, str]]:
             "UNION ALL SELECT '', p + 1, '', 'issuances ' || (p + 1) || '..' || "
             "(lseq - 1) || ' of the ledger are missing from its exports', (SELECT "
             "input FROM issuances j WHERE j.lseq = x.lseq) FROM (SELECT lseq, "
-            "lag(lseq, 1, 0) OVER (ORDER BY lseq) AS p FROM issuances) x "
-            "WHERE lseq - p > 1 "
+            "coalesce((SELECT max(k.lseq) FROM issuances k WHERE k.lseq < y.lseq), "
+            "0) AS p FROM (SELECT DISTINCT lseq FROM issuances i WHERE lseq > 1 "
+            "AND NOT EXISTS (SELECT 1 FROM issuances j WHERE j.lseq = i.lseq - 1)) "
+            "y) x "
             "UNION ALL SELECT '', t.top + 1, '', 'issuances ' || (t.top + 1) || "
             "'..' || e.last || ' of the ledger are missing from its exports', "
             "e.input FROM (SELECT coalesce(max(lseq), 0) AS top FROM issuances) t, "
