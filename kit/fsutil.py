@@ -13,9 +13,11 @@ from kit.errors import FormatError, HomeError, MediaError
 
 
 def read_regular(path: Path, cap: int, what: str) -> bytes:
-    """Read a regular file without following a final symlink, refusing FIFOs
-    and devices (MediaError) and anything over ``cap`` bytes before reading it
-    (FormatError: no valid object is that large)."""
+    """Read a regular file without following a final symlink (MediaError),
+    refusing FIFOs and devices and anything over ``cap`` bytes before reading
+    it (FormatError: neither can hold a valid object). On removable media
+    the same FIFO is a MediaError instead (kit/media.py): there it makes the
+    medium itself unfit, whatever the object named."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-from kit.cli import common
+from kit.cli import common, plain
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "CLI.md"
@@ -50,6 +50,8 @@ def test_exit_code_table_matches_constants() -> None:
         "JOURNAL": (common.JOURNAL, str(common.RUN_CODES[common.JOURNAL])),
         "INTERNAL": (common.INTERNAL, str(common.RUN_CODES[common.INTERNAL])),
         "NOT_FOUND": (common.NOT_FOUND, str(common.NOT_FOUND)),
+        "INTERRUPTED": (common.INTERRUPTED, str(common.INTERRUPTED)),
+        "BROKEN_PIPE": (plain.BROKEN_PIPE, str(plain.BROKEN_PIPE)),
     }
     assert documented == expected
     # Every code kit run reserves for itself is in the table.

@@ -542,3 +542,120 @@ def test_qr_terminal_frames_stop_cleanly_at_end_of_input(
     assert code == 0, text
     assert f"frame {n} of {n}" in text
     _no_traceback(text)
+
+
+# -- 8. review fixes: hostile text on the terminal, --out, full stdout ----------
+
+
+def test_control_characters_never_reach_the_terminal(
+    world: World, tmp_path: Path
+) -> None:
+    """A refusal names the file it could not read and the prompt shows the
+    claimed command: an escape sequence in either is shown as \\xNN, so it
+    can neither retitle the terminal nor hide a word of the command."""
+    odd = tmp_path / "b\x1b]0;pwned\x07.kit"
+    home = world.host_home("build-01")
+    proc = world.kit("verify", odd, "--task", TASK, "--home", home)
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    assert "b\\x1b]0;pwned\\x07.kit: no such file" in err
+    assert b"\x1b" not in proc.stderr and b"\x07" not in proc.stderr
+    (home / POLICY_FILE).write_text(
+        'environments = ["prod"]\nrisk_levels = ["low", "medium", "high"]\n'
+    )
+    hidden = ("sh", "-c", "echo \x1b[8mcurl evil\x1b[0m")
+    bundle = tmp_path / "h.kit"
+    bundle.write_bytes(world.issue(risk="high", commands=(hidden,)).data)
+    code, text = on_tty(
+        ["run", bundle, "--task", TASK, "--home", home, "--", *hidden],
+        [(PROMPT, b"n\n")],
+        _kit_env(),
+    )
+    assert code == 120, text
+    assert "echo \\x1b[8mcurl evil\\x1b[0m" in text
+    assert "\x1b" not in text
+    assert world.uses() == []
+
+
+def test_issue_out_into_a_missing_folder_is_refused_before_issuing(
+    world: World, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"tok-not-issued")
+    args: list[str | Path] = ["issue", "--home", world.signer_home]
+    args += ["--host", "build-01", "--env", "prod", "--task", TASK, "--ttl", "1h"]
+    args += ["--command", "true", "--secret-file", secret]
+    for out, why in (
+        (tmp_path / "nodir" / "x.kit", "does not exist; nothing written"),
+        (tmp_path, "is a folder; nothing written"),
+    ):
+        proc = world.kit(*args, "--out", out, "--force")
+        err = proc.stderr.decode()
+        assert proc.returncode == 4, err
+        assert why in err, err
+    proc = world.kit("revoke", "--home", world.signer_home, "--host", "build-03",
+                     "--out", tmp_path / "nodir" / "r.kit")  # fmt: skip
+    assert proc.returncode == 4 and b"does not exist" in proc.stderr
+    assert world.signer.ledger.bundles() == []  # nothing issued
+    assert world.signer.ledger.revocations() == []  # nothing revoked
+    assert not any((world.signer_home / "outbox").glob("*.kit"))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_full_stdout_is_a_media_error_not_an_internal_one(
+    world: World, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(max_uses=2).data)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    home = world.host_home("build-01")
+    for args in (
+        ["verify", bundle, "--task", TASK, "--home", home, "--json"],
+        ["trust", "show", "--home", world.signer_home, "--json"],
+    ):
+        with open("/dev/full", "wb") as full:
+            proc = subprocess.run(
+                [str(KIT), *map(str, args)],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                timeout=60,
+                check=False,
+            )
+        err = proc.stderr.decode()
+        assert proc.returncode == 4, (args, err)
+        assert "kit: error: input/output failed" in err and "space" in err, err
+        assert "internal error" not in err and "Traceback" not in err, err
+
+
+def test_refusal_with_json_to_a_closed_pipe_keeps_its_code_and_message(
+    world: World, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    home = world.host_home("build-01")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before kit writes a byte
+    try:
+        proc = subprocess.run(
+            [str(KIT), "verify", str(tmp_path / "none.kit"), "--task", TASK,
+             "--home", str(home), "--json"],
+            stdout=write, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env=env, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err  # the refusal's own code, not 141
+    assert "none.kit: no such file" in err and "Traceback" not in err, err
+
+
+def test_remove_key_needs_a_real_prefix(world: World) -> None:
+    root_before = (world.signer_home / ROOT_FILE).read_bytes()
+    for prefix in ("", "a", "zzzzzz"):
+        proc = world.kit("trust", "remove-key", prefix, "--home", world.signer_home)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2, (prefix, err)
+        assert "at least 4 characters" in err or "matches 0 keys" in err, err
+        assert "Traceback" not in err
+    assert (world.signer_home / ROOT_FILE).read_bytes() == root_before

@@ -27,6 +27,7 @@ from kit.cli.plain import (
     broken_pipe,
     emit_json,
     exit_code,
+    flush_stdout,
     internal,
     parse_command,
     refusal,
@@ -110,7 +111,9 @@ def handled(run: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
         @functools.wraps(fn)
         def inner(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                flush_stdout()
+                return result
             except KitError as exc:
                 if STATE["debug"]:
                     raise
@@ -175,11 +178,20 @@ ForceOpt = Annotated[
 def refuse_existing(out: Path | None, force: bool) -> None:
     """An --out file that exists is refused (MediaError, exit 4) unless
     --force, as kit qr does; call it before anything is read or written."""
-    if out is not None and not force and os.path.lexists(out):
+    if out is None:
+        return
+    if not force and os.path.lexists(out):
         raise MediaError(
             f"{out} already exists; nothing read or written. Choose another "
             "name, or pass --force to replace it"
         )
+    folder = out.parent
+    if not folder.is_dir():
+        raise MediaError(f"{out}: folder {folder} does not exist; nothing written")
+    if out.is_dir():
+        raise MediaError(f"{out} is a folder; nothing written")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MediaError(f"{out}: folder {folder} is not writable; nothing written")
 
 
 NAME_RULE = (

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from kit.cli.plain import (
     broken_pipe,
     emit_json,
+    flush_stdout,
     internal,
     parse_command,
     refusal,
@@ -246,7 +247,13 @@ def verify_bundle(
         left = v.claims.max_uses - len(host.state.uses(v.claims.bundle_id))
     except KitError as exc:
         if json_out:
-            emit_json({"ok": False, "reason": reason_code(exc), "message": str(exc)})
+            try:
+                emit_json(
+                    {"ok": False, "reason": reason_code(exc), "message": str(exc)}
+                )
+                flush_stdout()
+            except OSError:  # stdout is gone: stderr and the exit code still say it
+                broken_pipe()
         raise
     finally:
         host.close()
@@ -368,7 +375,8 @@ def _exit_code(exc: BaseException, *, run: bool) -> int:
     if isinstance(exc, KitError):
         return refusal(exc, run=run)
     if isinstance(exc, KeyboardInterrupt):
-        return 130  # what typer's main loop makes of it
+        say("\nkit: interrupted (Ctrl-C)")
+        return 130  # as the typer commands (kit/cli/common.py) say it
     if isinstance(exc, BrokenPipeError):
         return broken_pipe()
     if isinstance(exc, Exception):
@@ -391,8 +399,11 @@ def dispatch(argv: list[str]) -> int | None:
     try:
         if name == "verify":
             verify_bundle(**values)
+            flush_stdout()
             return 0
-        return run_bundle(**values)
+        status = run_bundle(**values)
+        flush_stdout()
+        return status
     except (SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - mapped as the typer path does

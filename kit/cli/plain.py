@@ -39,9 +39,22 @@ NOT_FOUND = 127
 BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader gone away
 
 
+# Messages quote names and claims that come from media, bundles and hosts an
+# attacker may control: on a terminal a control character (C0 but newline,
+# ESC, DEL, C1) could retitle the window, hide words of a command shown for
+# confirmation or rewrite the screen, so each is shown as \xNN.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x0A}
+
+
+def safe(text: str) -> str:
+    """``text`` with every control character but newline escaped."""
+    return text.translate(_CONTROLS)
+
+
 def say(message: str) -> None:
-    """Human messages go to stderr; stdout is kept for data."""
-    print(message, file=sys.stderr)
+    """Human messages go to stderr, control characters escaped; stdout is
+    kept for data."""
+    print(message.translate(_CONTROLS), file=sys.stderr)
 
 
 def emit_json(obj: Any) -> None:
@@ -93,9 +106,23 @@ def broken_pipe() -> int:
 
 def internal(exc: Exception, *, run: bool = False) -> int:
     """Anything that is not a KitError, at the process boundary: named by
-    type only, never with a traceback (that is what --debug is for)."""
+    type only, never with a traceback (that is what --debug is for). An
+    OSError no file helper claimed (stdout on a full disk, say) is an I/O
+    failure, reported as media errors are."""
+    if isinstance(exc, OSError):
+        from kit.fsutil import os_reason
+
+        where = f" ({exc.filename})" if exc.filename else ""
+        say(f"kit: error: input/output failed{where}: {os_reason(exc)}")
+        return RUN_CODES[MEDIA] if run else MEDIA
     say(f"kit: internal error ({type(exc).__name__}); rerun with --debug for details")
     return RUN_CODES[INTERNAL] if run else INTERNAL
+
+
+def flush_stdout() -> None:
+    """Push what was printed out while errors can still be reported (a full
+    disk or a closed pipe shows only when the buffer is written)."""
+    sys.stdout.flush()
 
 
 def parse_command(text: str) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from kit.cli.common import (
 from kit.crypto.atrest import PROFILES
 from kit.crypto.sign import fingerprint
 from kit.duration import parse_duration
-from kit.errors import FormatError, UsageError
+from kit.errors import FormatError, MediaError, UsageError
 from kit.formats.bundle import (
     DELIVERY_MODES,
     MAX_SECRET,
@@ -278,7 +278,7 @@ def issue(
         path = signer.outbox_path(claims.bundle_id)
         atomic_write(path, data)
         if out is not None:
-            atomic_write(out, data)
+            _also_to(out, data, f"bundle {claims.bundle_id} was issued ({path})")
     finally:
         signer.close()
     if json_out:
@@ -512,8 +512,18 @@ def _sign_revocations(
     finally:
         signer.close()
     if out is not None:
-        atomic_write(out, data)
+        _also_to(out, data, f"the revocation list was signed ({added} new)")
     say(
         f"{added} new entr{'y' if added == 1 else 'ies'}; revocation list signed "
         f"({signer.home / 'revocations.kit'}); kit export carries it to hosts"
     )
+
+
+def _also_to(out: Path, data: bytes, done: str) -> None:
+    """The --out copy, written after the ledger has recorded the act: if it
+    fails, say that the act itself happened, so nobody issues or revokes
+    twice believing the first attempt failed."""
+    try:
+        atomic_write(out, data)
+    except MediaError as exc:
+        raise MediaError(f"{done}, but --out failed: {exc}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +32,7 @@ from kit.errors import MediaError, UsageError
 from kit.formats.envelope import peek_label
 from kit.formats.pubkey import load_public_key_file
 from kit.formats.trustroot import LABEL as TRUST_ROOT_LABEL
-from kit.formats.trustroot import ROLES, KeySpec, TrustRoot
+from kit.formats.trustroot import ROLES, KeySpec, TrustedKey, TrustRoot
 from kit.fsutil import atomic_write, read_regular
 from kit.home import check_new_home
 from kit.media import read_media, write_media
@@ -208,10 +209,7 @@ def trust_rotate(
     try:
         gone = []
         for prefix in remove or []:
-            found = [k for k in signer.root.keys if k.key_id.startswith(prefix.lower())]
-            if len(found) != 1:
-                raise UsageError(f"{prefix!r} matches {len(found)} keys; give more")
-            gone.append(found[0].key_id)
+            gone.append(_one_key(signer.root.keys, prefix))
     finally:
         signer.close()
     if not specs and not gone and ttl is None:
@@ -254,7 +252,10 @@ def trust_add_key(
 @trust_app.command("remove-key")
 @handled()
 def trust_remove_key(
-    key: Annotated[str, typer.Argument(help="Key id, or a unique prefix of it.")],
+    key: Annotated[
+        str,
+        typer.Argument(help="Key id, or a unique prefix of it (4 characters or more)."),
+    ],
     home: HomeOpt = None,
     passphrase_file: PassFileOpt = None,
     force: CandidateForceOpt = False,
@@ -262,12 +263,28 @@ def trust_remove_key(
     """Remove a key from the trust root as its next version."""
     signer = Signer(home_path(home))
     try:
-        matches = [k for k in signer.root.keys if k.key_id.startswith(key.lower())]
+        key_id = _one_key(signer.root.keys, key)
     finally:
         signer.close()
-    if len(matches) != 1:
-        raise UsageError(f"{key!r} matches {len(matches)} keys; give more of the id")
-    _rotate(home, passphrase_file, force, remove=(matches[0].key_id,))
+    _rotate(home, passphrase_file, force, remove=(key_id,))
+
+
+MIN_KEY_PREFIX = 4
+
+
+def _one_key(keys: Iterable[TrustedKey], prefix: str) -> str:
+    """The one key whose id starts with ``prefix`` (at least 4 characters, so
+    an empty or one-letter argument never picks a key by accident)."""
+    if len(prefix) < MIN_KEY_PREFIX:
+        raise UsageError(
+            f"key {prefix!r}: give at least {MIN_KEY_PREFIX} characters of the key id"
+        )
+    found = [k.key_id for k in keys if k.key_id.startswith(prefix.lower())]
+    if len(found) != 1:
+        raise UsageError(
+            f"key {prefix!r} matches {len(found)} keys; give more of the id"
+        )
+    return found[0]
 
 
 @trust_app.command("approvals")
