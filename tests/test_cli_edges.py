@@ -659,3 +659,26 @@ def test_remove_key_needs_a_real_prefix(world: World) -> None:
         assert "at least 4 characters" in err or "matches 0 keys" in err, err
         assert "Traceback" not in err
     assert (world.signer_home / ROOT_FILE).read_bytes() == root_before
+
+
+def test_policy_reports_escape_control_characters(tmp_path: Path) -> None:
+    """A declaration's free text (purpose, owner) reaches stdout through
+    `kit policy show` and `kit policy check`: escaped, never raw."""
+    folder = tmp_path / "bundles"
+    folder.mkdir()
+    src = ROOT / "bundles" / "nightly-migration-prod.toml"
+    text = src.read_text(encoding="utf-8")
+    purpose = re.search(r'^purpose = "(.*)"$', text, re.MULTILINE)
+    assert purpose is not None
+    text = text.replace(
+        purpose.group(0), 'purpose = "Backfill \\u001b]0;pwned\\u0007 now."'
+    )
+    (folder / src.name).write_text(text, encoding="utf-8")
+    env = _kit_env()
+    done = subprocess.run(
+        [str(KIT), "policy", "show", "nightly-migration-prod", "--dir", str(folder)],
+        capture_output=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert b"Backfill \\x1b]0;pwned\\x07 now." in done.stdout
+    assert b"\x1b" not in done.stdout + done.stderr and b"\x07" not in done.stdout

@@ -23,6 +23,7 @@ from kit.cli.common import (
     refuse_existing,
     say,
 )
+from kit.cli.plain import line_out
 from kit.cli.signer_cmds import utc
 from kit.crypto.sign import fingerprint
 from kit.errors import MediaError
@@ -110,25 +111,25 @@ def host_status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
             st["policy"],
             st["receipts"],
         )
-        print(f"host {st['host']} (env {st['env']})")
-        print(f"  HPKE key     {st['hpke_key_id']}")
-        print(f"  receipt key  {st['receipt_key_id']}")
-        print(
+        line_out(f"host {st['host']} (env {st['env']})")
+        line_out(f"  HPKE key     {st['hpke_key_id']}")
+        line_out(f"  receipt key  {st['receipt_key_id']}")
+        line_out(
             f"  trust root   {root['name']} v{root['version']}, expires "
             f"{utc(root['expires_at'])}, fingerprint "
             f"{fingerprint(bytes.fromhex(root['sha256']))}"
         )
-        print(
+        line_out(
             f"  clock        {utc(clock['now'])}, floor {utc(clock['floor'])}"
             if clock["floor"]
             else f"  clock        {utc(clock['now'])}, no floor yet"
         )
-        print(
+        line_out(
             f"  policy       envs {', '.join(pol['environments'])}; max lifetime "
             f"{pol['max_lifetime']} s; max uses {pol['max_uses']}; leeway "
             f"{pol['leeway']} s; risk {', '.join(pol['risk_levels'])}"
         )
-        print(
+        line_out(
             f"  receipts     {rec['last_seq']} written, {rec['not_exported']} not "
             "yet exported"
         )
@@ -136,12 +137,12 @@ def host_status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
             state = (
                 "expired" if b["expired"] else f"{b['uses_left']}/{b['max_uses']} left"
             )
-            print(
+            line_out(
                 f"  staged       {b['bundle_id']}  {b['task']:<20} {state}, expires "
                 f"{utc(b['expires_at'])}"
             )
         for p in st["problems"]:
-            print(f"  PROBLEM      {p}")
+            line_out(f"  PROBLEM      {p}")
     if st["problems"]:
         raise typer.Exit(1)
 

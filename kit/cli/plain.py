@@ -51,6 +51,12 @@ def safe(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+def line_out(line: str) -> None:
+    """A line of a report on stdout, control characters escaped as by
+    :func:`say` (names and free text in it may come from files)."""
+    print(line.translate(_CONTROLS))
+
+
 def say(message: str) -> None:
     """Human messages go to stderr, control characters escaped; stdout is
     kept for data."""

@@ -12,6 +12,7 @@ import typer
 
 from kit import encoding
 from kit.cli.common import DENIED, HomeOpt, JsonOpt, emit_json, handled, home_path, say
+from kit.cli.plain import line_out
 from kit.cli.signer_cmds import utc
 from kit.duration import parse_duration
 from kit.errors import UsageError
@@ -86,9 +87,9 @@ def check(directory: DirArg = DEFAULT_DIR, json_out: JsonOpt = False) -> None:
         emit_json(_check_map(result))
     else:
         for p in result.problems:
-            print(p)
+            line_out(str(p))
         for p in result.retired:
-            print(f"{p} (note)")
+            line_out(f"{p} (note)")
         bad = len({p.path for p in result.problems})
         say(
             f"kit policy check: {result.files} declaration(s), "
@@ -159,7 +160,7 @@ def show(
     if json_out:
         emit_json(identity.to_map())
         return
-    print("\n".join(_human(identity)))
+    line_out("\n".join(_human(identity)))
 
 
 @handled()
@@ -208,16 +209,16 @@ def inventory(
         return
     for r in reports:
         seen = utc(r.last_use) if r.last_use else "never"
-        print(
+        line_out(
             f"{r.name}  owner {r.owner or '-'}, env {r.environment}, {r.risk} risk, "
             f"{r.bundles} bundle(s), last use {seen}"
         )
         for o in r.outstanding:
-            print(
+            line_out(
                 f"    outstanding {o.bundle_id} on {o.host}, {o.uses_left} use(s) "
                 f"left, expires {utc(o.expires_at)}"
             )
         for flag in r.flags:
-            print(f"    FLAG {flag}")
+            line_out(f"    FLAG {flag}")
     flagged = sum(1 for r in reports if r.flags)
     say(f"kit inventory: {len(reports)} identity(ies), {flagged} flagged")

@@ -24,6 +24,7 @@ from kit.cli.common import (
     refuse_existing,
     say,
 )
+from kit.cli.plain import line_out
 from kit.cli.signer_cmds import utc
 from kit.crypto.atrest import PROFILES
 from kit.crypto.sign import fingerprint
@@ -47,12 +48,12 @@ approver_app = typer.Typer(help="An approver's own home and key.", no_args_is_he
 
 
 def _describe(root: TrustRoot) -> None:
-    print(f"trust root {root.name} v{root.version}, expires {utc(root.expires_at)}")
-    print(f"  fingerprint {fingerprint(root.digest)}")
+    line_out(f"trust root {root.name} v{root.version}, expires {utc(root.expires_at)}")
+    line_out(f"  fingerprint {fingerprint(root.digest)}")
     for k in root.keys:
-        print(f"  {k.label:<20} {k.key_id[:12]}  {', '.join(sorted(k.roles))}")
+        line_out(f"  {k.label:<20} {k.key_id[:12]}  {', '.join(sorted(k.roles))}")
     a = root.approvals
-    print(
+    line_out(
         f"  approvals needed: low {a['low']}, medium {a['medium']}, high {a['high']}; "
         f"root threshold {root.thresholds['root']}, issuer {root.thresholds['issuer']}"
     )
