@@ -599,6 +599,11 @@ def test_issue_out_into_a_missing_folder_is_refused_before_issuing(
     assert world.signer.ledger.bundles() == []  # nothing issued
     assert world.signer.ledger.revocations() == []  # nothing revoked
     assert not any((world.signer_home / "outbox").glob("*.kit"))
+    proc = world.kit("host", "init", "--home", tmp_path / "H", "--name", "build-09",
+                     "--env", "prod", "--trust", world.signer_home / ROOT_FILE,
+                     "--out", tmp_path / "nodir" / "e.kit")  # fmt: skip
+    assert proc.returncode == 4 and b"does not exist" in proc.stderr
+    assert not (tmp_path / "H").exists()  # no half-made host home
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

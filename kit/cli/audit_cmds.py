@@ -25,6 +25,7 @@ from kit.cli.common import (
     read_passphrase,
     say,
 )
+from kit.cli.plain import safe
 from kit.crypto.sign import fingerprint
 from kit.errors import UsageError
 from kit.fsutil import read_regular
@@ -43,14 +44,8 @@ ledger_app = typer.Typer(
 
 
 # Receipt fields (task, command, detail, reasons) and file names come from
-# hosts and media an attacker may control: on a terminal, a control character
-# (C0, ESC, DEL, C1) could rewrite the screen, so each is shown as \xNN.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def safe(text: str) -> str:
-    """``text`` with every control character escaped, for a terminal."""
-    return text.translate(_CONTROLS)
+# hosts and media an attacker may control: each report line is shown as one
+# line, control characters escaped (kit/cli/plain.py).
 
 
 def _show(line: str) -> None:

@@ -26,7 +26,6 @@ from kit.cli.common import (
 from kit.cli.plain import line_out
 from kit.cli.signer_cmds import utc
 from kit.crypto.sign import fingerprint
-from kit.errors import MediaError
 from kit.fsutil import atomic_write, read_regular
 from kit.host.host import Host, init_host
 from kit.host.offline import forbid_network
@@ -73,9 +72,7 @@ def host_init(
     check_name(name, "--name")
     check_name(env, "--env")
     path = home_path(home)
-    if out is not None and not out.parent.is_dir():  # before the home exists
-        raise MediaError(f"--out {out}: folder {out.parent} does not exist")
-    refuse_existing(out, force)
+    refuse_existing(out, force)  # before the home exists
     request, root = init_host(
         path, name, env, read_regular(trust, 1 << 16, "trust root"), int(time.time())
     )

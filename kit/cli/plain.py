@@ -43,12 +43,14 @@ BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader gone away
 # attacker may control: on a terminal a control character (C0 but newline,
 # ESC, DEL, C1) could retitle the window, hide words of a command shown for
 # confirmation or rewrite the screen, so each is shown as \xNN.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x0A}
+_ALL_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROLS = {c: v for c, v in _ALL_CONTROLS.items() if c != 0x0A}
 
 
 def safe(text: str) -> str:
-    """``text`` with every control character but newline escaped."""
-    return text.translate(_CONTROLS)
+    """``text`` as one line: every control character, newline included,
+    escaped (a receipt field or file name shown in a table row)."""
+    return text.translate(_ALL_CONTROLS)
 
 
 def line_out(line: str) -> None:
