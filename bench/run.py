@@ -4,10 +4,12 @@ Prints one table (each figure a median over repeats with min and max, and
 its ratio to a baseline measured in the same run) and writes the same rows
 as JSON. docs/BENCHMARKS.md explains each figure and records a run.
 
-    python bench/run.py [--quick] [--json PATH] [--no-full]
+    python bench/run.py [--quick] [--json PATH] [--no-full] [--only FIGURE]...
 
 --quick: few repeats and small sizes (a smoke run, numbers meaningless).
 --no-full (or BENCH_FULL=0): skip the 1,000,000-receipt reconcile.
+--only FIGURE: run only that figure (verify, process, run, issue, size,
+reconcile); repeat it for several.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from bench.timing import (  # noqa: E402
 from bench.world import build  # noqa: E402
 
 RECONCILE = HERE / "reconcile_scale.py"
+FIGURES = ("verify", "process", "run", "issue", "size", "reconcile")
 
 
 def verdict(ratio: float, limit: float) -> str:
@@ -511,7 +514,14 @@ def main() -> int:
         help="skip the 1,000,000-receipt reconcile, about 3 minutes (BENCH_FULL=0)",
     )
     ap.add_argument("--json", type=Path, default=HERE / "results.json")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=FIGURES,
+        help="run only this figure (repeatable); the JSON then holds only its rows",
+    )
     args = ap.parse_args()
+    only = set(args.only or FIGURES)
     q = args.quick
     reps, inner = (3, 20) if q else (15, 300)
     proc_reps = 3 if q else 30
@@ -523,20 +533,23 @@ def main() -> int:
         try:
             data = world.issue(max_uses=100)
             rows: list[Row] = []
-            for step in (
-                lambda: fig_verify_open(world, data, reps, inner),
-                lambda: fig_process(world, data, proc_reps, work / "ref"),
-                lambda: fig_run(world, proc_reps),
-                lambda: fig_issue(world, reps, 5 if q else 30),
-                lambda: fig_size(data),
-                lambda: fig_reconcile(
+            steps = {
+                "verify": lambda: fig_verify_open(world, data, reps, inner),
+                "process": lambda: fig_process(world, data, proc_reps, work / "ref"),
+                "run": lambda: fig_run(world, proc_reps),
+                "issue": lambda: fig_issue(world, reps, 5 if q else 30),
+                "size": lambda: fig_size(data),
+                "reconcile": lambda: fig_reconcile(
                     [100, 200, 400]
                     if q
                     else [10_000, 100_000, *([1_000_000] if args.full else [])],
                     10 if q else 1000,
                     work,
                 ),
-            ):
+            }
+            for name, step in steps.items():
+                if name not in only:
+                    continue
                 new = step()
                 rows.extend(new)
                 print(table(new).split("\n", 2)[-1], file=sys.stderr, flush=True)

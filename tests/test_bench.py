@@ -61,3 +61,21 @@ def test_bench_quick_writes_every_figure(tmp_path: Path) -> None:
     ratios = {r["figure"]: r["ratio"] for r in report["rows"]}
     assert ratios["bundle size, 64-byte secret and two commands"] > 1
     assert "figure" in done.stdout and "JSON:" in done.stdout
+
+
+def test_bench_only_runs_the_figures_named(tmp_path: Path) -> None:
+    out = tmp_path / "size.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--only", "size",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = [r["figure"] for r in json.loads(out.read_text())["rows"]]
+    assert figures and all("size" in f or "QR" in f for f in figures), figures
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--only", "everything"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "invalid choice: 'everything'" in bad.stderr
