@@ -17,7 +17,7 @@ import pytest
 from kit.audit.reconcile import Batch, reconcile
 from kit.crypto import atrest
 from kit.crypto.seal import SealingKey
-from kit.crypto.sign import SigningKey, key_id
+from kit.crypto.sign import SigningKey, key_id, verify_signature
 from kit.errors import DeniedError, KitError
 from kit.formats import manifest as sums
 from kit.formats.bundle import MAX_LIFETIME, MAX_USES, decode_claims, parse_bundle
@@ -86,6 +86,27 @@ def test_ed25519_seed(entry: dict[str, Any]) -> None:
     key = SigningKey(read(entry["file"]))
     assert key.public_key.hex() == entry["public"]
     assert key.key_id == entry["key_id"]
+
+
+def test_signatures_are_openssls() -> None:
+    """kit signs with libsodium; Ed25519 is deterministic, so OpenSSL (through
+    cryptography) makes the same public key and signature from the same
+    seed, and each verifies the other's."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+    )
+
+    for i in range(20):
+        seed = hashlib.sha256(b"seed %d" % i).digest()
+        body = hashlib.sha512(b"body %d" % i).digest() * i
+        ours = SigningKey(seed)
+        theirs = Ed25519PrivateKey.from_private_bytes(seed)
+        assert theirs.public_key().public_bytes_raw() == ours.public_key
+        sig = ours.sign("kit/test/v1", body)
+        assert sig == theirs.sign(b"kit/test/v1\x00" + body)
+        theirs.public_key().verify(sig, b"kit/test/v1\x00" + body)
+        assert verify_signature(ours.public_key, "kit/test/v1", body, sig)
+        assert not verify_signature(ours.public_key, "kit/test/v2", body, sig)
 
 
 @pytest.mark.parametrize("entry", of_kind("trust-root"))

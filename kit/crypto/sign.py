@@ -1,17 +1,20 @@
 """Ed25519 signatures with a domain-separation label per object type.
 
 The signed message is ``label || 0x00 || body`` where ``body`` is the exact
-byte string received (docs/FORMAT.md section 3). Verification uses libsodium
-through pynacl, which refuses non-canonical signatures and small-order keys.
+byte string received (docs/FORMAT.md section 3). Signing and verification
+use libsodium through pynacl: its verification refuses non-canonical
+signatures and small-order keys, and it is the fastest binding here
+(docs/BENCHMARKS.md). Ed25519 signatures are deterministic, so any
+conforming implementation makes the same bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 
 import nacl.bindings
 import nacl.exceptions
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ALGORITHM = "ed25519"
 SIG_LEN = 64
@@ -40,26 +43,28 @@ class SigningKey:
     def __init__(self, seed: bytes) -> None:
         if len(seed) != 32:
             raise ValueError("an Ed25519 seed is 32 bytes")
-        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        # libsodium's secret key: the seed followed by the public key.
+        self.public_key, self._secret = nacl.bindings.crypto_sign_seed_keypair(seed)
         self._seed = seed
-        self.public_key = self._key.public_key().public_bytes_raw()
         self.key_id = key_id(self.public_key)
 
     @classmethod
     def generate(cls) -> SigningKey:
-        return cls(Ed25519PrivateKey.generate().private_bytes_raw())
+        return cls(secrets.token_bytes(32))
 
     def seed_unsafe(self) -> bytes:
         """The raw seed, for sealing at rest only."""
         return self._seed
 
     def sign(self, label: str, body: bytes) -> bytes:
-        return self._key.sign(signed_message(label, body))
+        # crypto_sign returns the signature followed by the message.
+        return _sign(signed_message(label, body), self._secret)[:SIG_LEN]
 
     def __repr__(self) -> str:
         return f"SigningKey(key_id={self.key_id})"
 
 
+_sign = nacl.bindings.crypto_sign
 _sign_open = nacl.bindings.crypto_sign_open
 
 
