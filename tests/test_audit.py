@@ -449,7 +449,7 @@ def test_forged_receipt_is_not_counted(
 
     def forge(raws: list[bytes], cp: bytes) -> tuple[list[bytes], bytes]:
         last = rfmt.parse_receipt(raws[-1])
-        fake = rfmt.Receipt(**{**vars(last.receipt), "seq": 3, "prev": last.digest})
+        fake = last.receipt._replace(seq=3, prev=last.digest)
         forged = rfmt.sign_receipt(fake, forger)
         # the forger claims the host's key id on its signature
         env = rfmt.parse_receipt(forged).envelope

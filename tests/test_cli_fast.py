@@ -345,3 +345,37 @@ def test_verify_path_imports_neither_logging_nor_the_cli_framework(
     assert done.returncode == 0, done.stderr
     assert "would be released" in done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_verify_and_run_import_no_dataclasses(world: World, tmp_path: Path) -> None:
+    """The records ``kit verify`` and ``kit run`` read are typing.NamedTuple
+    classes, cheap to create: like the plain-script baseline
+    (bench/baseline_verify.py), a successful verify or run loads neither
+    dataclasses nor inspect (which dataclasses imports, with ast and dis)."""
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(max_uses=2).data)
+    probe = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print(sorted(m for m in sys.modules if m in "
+        "('dataclasses', 'inspect', 'ast', 'dis')), "
+        "file=sys.stdout))\n"
+        "sys.argv[0] = 'kit'\n"
+        "from kit.cli.fast import main\n"
+        "main()\n"
+    )
+    for args, said in (
+        (["verify", str(bundle), "--task", TASK], "would be released"),
+        (["run", str(bundle), "--task", TASK, "--", *CHILD, "/dev/null"], "released"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args],
+            env={**os.environ, "KIT_HOME": str(world.host_home("build-01"))},
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert said in done.stderr
+        assert done.stdout.strip() == "[]", args

@@ -11,7 +11,7 @@ import pytest
 
 from kit.errors import UsageError
 from kit.host import runner
-from kit.host.runner import Delivery, run_child
+from kit.host.runner import Delivery, make_delivery, run_child
 
 SECRET = b"delivery-secret-42"
 
@@ -104,7 +104,10 @@ def test_child_status_and_signals_are_reported(tmp_path: Path) -> None:
 
 def test_unknown_mode_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="delivery mode"):
-        Delivery("clipboard")
+        make_delivery("clipboard")
+    # A record made without the check is checked before anything starts.
+    with pytest.raises(UsageError, match="delivery mode"):
+        run_child(("/bin/true",), "S", SECRET, Delivery("clipboard"))
 
 
 def test_file_mode_without_tmpfs_is_refused(

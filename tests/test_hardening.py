@@ -13,7 +13,7 @@ from conftest import T0, TASK, World, child_argv
 
 from kit.errors import FormatError, HomeError, UsageError
 from kit.host import runner
-from kit.host.runner import Delivery, run_child
+from kit.host.runner import Delivery, make_delivery, run_child
 from kit.media import write_media
 
 
@@ -47,7 +47,9 @@ def test_keep_env_refuses_code_injection_variables(
     assert b"--keep-env" in proc.stderr
     assert not out.exists() and world.uses() == []
     with pytest.raises(UsageError):
-        Delivery("env", (name,))
+        make_delivery("env", (name,))
+    with pytest.raises(UsageError):  # and unchecked, before the child starts
+        run_child(("/bin/true",), "S", b"s", Delivery("env", (name,)))
 
 
 @pytest.mark.parametrize("name", ["LD_PRELOAD", "PATH", "PYTHONSTARTUP", "HOME"])

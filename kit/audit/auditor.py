@@ -555,9 +555,7 @@ def _kid(public_key: bytes) -> str:
     return key_id(public_key)
 
 
-_RECEIPT_ORDER = tuple(
-    sorted(rfmt.Receipt.__dataclass_fields__, key=lambda k: k.encode())
-)
+_RECEIPT_ORDER = tuple(sorted(rfmt.Receipt._fields, key=lambda k: k.encode()))
 # The exact type of every receipt field, in that (canonical key) order.
 _RECEIPT_TYPES = tuple(
     {

@@ -220,9 +220,9 @@ def verify_bundle(
     forbid_network()
     datasets = tuple(dataset or ())
     if deliver is not None:
-        from kit.host.runner import Delivery  # subprocess & co. only when asked
+        from kit.host.runner import make_delivery  # subprocess & co. only when asked
 
-        Delivery(deliver)  # a mode kit knows, or a usage error
+        make_delivery(deliver)  # a mode kit knows, or a usage error
     host = Host(home_path(home))
     try:
         argv = None
@@ -290,12 +290,12 @@ def run_bundle(
     128 + N for a child ended by signal N); raises KitError on a refusal."""
     from kit.host.host import Host
     from kit.host.offline import forbid_network
-    from kit.host.runner import Delivery, resolve, run_child
+    from kit.host.runner import make_delivery, resolve, run_child
 
     forbid_network()
     argv = tuple(command)
     datasets = tuple(dataset or ())
-    delivery = Delivery(deliver, tuple(keep_env or ()))
+    delivery = make_delivery(deliver, tuple(keep_env or ()))
     host = Host(home_path(home))
     try:
         data = _read_or_deny(

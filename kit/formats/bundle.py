@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kit import encoding
 from kit.crypto.seal import OVERHEAD
@@ -34,8 +33,7 @@ RISKS = ("low", "medium", "high")
 DELIVERY_MODES = ("env", "fd", "file", "stdin")
 
 
-@dataclass(frozen=True)
-class Claims:
+class Claims(NamedTuple):
     """The signed claims of a bundle (FORMAT.md 5.2)."""
 
     bundle_id: str
@@ -90,8 +88,7 @@ class Claims:
         }
 
 
-@dataclass(frozen=True)
-class Bundle:
+class Bundle(NamedTuple):
     """A parsed bundle whose signature has NOT yet been checked."""
 
     envelope: Envelope
@@ -184,7 +181,7 @@ def decode_claims(claims_bytes: bytes) -> Claims:
     return _read_claims_precise(obj)
 
 
-_FIELDS = frozenset(Claims.__dataclass_fields__)
+_FIELDS = frozenset(Claims._fields)
 # The keys of a canonical claims map, in their encoded (sorted) order.
 _ORDER = tuple(sorted(_FIELDS))
 
@@ -238,8 +235,7 @@ _INTEGERS = (
 def _read_claims_fast(obj: Any) -> Claims | None:
     """Claims when ``obj``, a claims map as :func:`encoding.unpack_unchecked`
     decodes it with ``use_list=False`` (arrays as tuples), passes every
-    check :func:`_read_claims_precise` makes, else None (never an error).
-    ``obj`` becomes the claims' fields: the caller must not keep it."""
+    check :func:`_read_claims_precise` makes, else None (never an error)."""
     if type(obj) is not dict or obj.keys() != _FIELDS:
         return None
     texts = _text_values(obj)
@@ -297,15 +293,15 @@ def _read_claims_fast(obj: Any) -> Claims | None:
         return None
     # Every field is checked and present (the key set is exactly _FIELDS),
     # and its arrays are tuples, as the precise reader makes them; so the
-    # record is filled in one step, as its __init__ would fill it.
-    claims: Claims = _new(Claims)
-    claims.__dict__.update(obj)
-    return claims
+    # record is made in one step from the values in field order.
+    return _make_claims(_field_values(obj))
 
 
 _NAME = encoding.NAME_RE.fullmatch
 _UNSAFE_ENV = encoding.UNSAFE_ENV_RE.fullmatch
-_new = object.__new__
+# The map's values in Claims field order, and the record made from them.
+_field_values = operator.itemgetter(*Claims._fields)
+_make_claims = Claims._make
 
 
 def _read_claims_precise(obj: Any) -> Claims:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kit import encoding
 from kit.crypto.sign import SIG_LEN, SigningKey, verify_signature
@@ -23,8 +22,7 @@ log = LazyLogger(__name__)
 MAX_SIGNATURES = 8
 
 
-@dataclass(frozen=True)
-class Envelope:
+class Envelope(NamedTuple):
     """A decoded envelope; ``raw`` is the bytes it was read from."""
 
     label: str

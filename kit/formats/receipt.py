@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kit import encoding
 from kit.crypto.sign import SigningKey
@@ -44,8 +43,7 @@ RECEIPT_NAME_RE = re.compile(r"[^\x00]{1,63}")
 REASON_RE = re.compile(r"[a-z][a-z0-9-]{0,63}")
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(NamedTuple):
     host: str
     seq: int
     prev: bytes
@@ -88,8 +86,7 @@ class Receipt:
         }
 
 
-@dataclass(frozen=True)
-class SignedReceipt:
+class SignedReceipt(NamedTuple):
     receipt: Receipt
     envelope: Envelope
 
@@ -98,8 +95,7 @@ class SignedReceipt:
         return self.envelope.digest
 
 
-@dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
     host: str
     first_seq: int
     seq: int

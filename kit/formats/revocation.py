@@ -5,8 +5,7 @@ release once their list has expired, and never accept an older version."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kit import encoding
 from kit.crypto.sign import SigningKey
@@ -26,14 +25,14 @@ MAX_VALIDITY = 90 * 86400
 KINDS = ("bundle", "identity", "host", "env", "key", "before")
 
 
-@dataclass(frozen=True, order=True)
-class Entry:
+class Entry(NamedTuple):
+    """Entries sort by (kind, value), as tuples do."""
+
     kind: str
     value: str  # for "before": a decimal Unix time, canonical (no sign, no 0s)
 
 
-@dataclass(frozen=True)
-class RevocationList:
+class RevocationList(NamedTuple):
     name: str
     version: int
     issued_at: int

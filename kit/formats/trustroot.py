@@ -9,8 +9,9 @@ version N's root keys and of its own (FORMAT.md 4.3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from kit import encoding
 from kit.crypto.sign import ALGORITHM, PUB_LEN, SigningKey, fingerprint, key_id
@@ -32,28 +33,25 @@ MAX_KEYS = 32
 LABEL_RE = encoding.NAME_RE
 
 
-@dataclass(frozen=True)
-class TrustedKey:
+class TrustedKey(NamedTuple):
     key_id: str
     public_key: bytes
     roles: frozenset[str]
     label: str = ""
 
 
-@dataclass(frozen=True)
-class TrustRoot:
+class TrustRoot(NamedTuple):
     name: str
     version: int
     created_at: int
     expires_at: int
     keys: tuple[TrustedKey, ...]
     envelope: Envelope
-    thresholds: dict[str, int] = field(
-        default_factory=lambda: {"root": 1, "issuer": 1, "revoker": 1}
+    # Read-only defaults: one mapping is shared by every root that takes it.
+    thresholds: Mapping[str, int] = MappingProxyType(
+        {"root": 1, "issuer": 1, "revoker": 1}
     )
-    approvals: dict[str, int] = field(
-        default_factory=lambda: {"low": 0, "medium": 0, "high": 0}
-    )
+    approvals: Mapping[str, int] = MappingProxyType({"low": 0, "medium": 0, "high": 0})
 
     def keys_for(self, role: str) -> dict[str, bytes]:
         return {k.key_id: k.public_key for k in self.keys if role in k.roles}
@@ -70,8 +68,7 @@ class TrustRoot:
         return self.envelope.digest
 
 
-@dataclass(frozen=True)
-class KeySpec:
+class KeySpec(NamedTuple):
     """One key of a trust root being made."""
 
     public_key: bytes

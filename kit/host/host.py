@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kit import encoding
 from kit.crypto.seal import SealingKey
@@ -100,8 +99,7 @@ def init_host(
     return request, root
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(NamedTuple):
     """A granted use. ``secret`` must go to the child and nowhere else."""
 
     verified: Verified
@@ -134,11 +132,10 @@ def _host_cap(name: str) -> int:
     raise MediaError(f"{name}: not a file kit imports; nothing imported")
 
 
-@dataclass(frozen=True)
-class ImportResult:
+class ImportResult(NamedTuple):
     staged: list[Verified]
     skipped: list[str]  # file names with the reason they were passed over
-    pinned: list[int] = field(default_factory=list)  # trust-root versions pinned
+    pinned: tuple[int, ...] = ()  # trust-root versions pinned
     revocation: int = 0  # version of a newer revocation list taken in, else 0
 
 
@@ -726,7 +723,7 @@ class Host:
         return ImportResult(
             list(staged.values()),
             skipped,
-            [r.version for r in chain],
+            tuple(r.version for r in chain),
             newer.version if newer is not None else 0,
         )
 

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kit import encoding
 from kit.duration import parse_duration
@@ -36,8 +35,7 @@ DEFAULT_MAX_USES = 100
 DEFAULT_RISKS = ("low", "medium")
 
 
-@dataclass(frozen=True)
-class HostPolicy:
+class HostPolicy(NamedTuple):
     environments: tuple[str, ...]
     max_lifetime: int = DEFAULT_MAX_LIFETIME
     max_uses: int = DEFAULT_MAX_USES

@@ -26,9 +26,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 from kit.encoding import check_env_name
 from kit.errors import DeniedError, FormatError, UsageError
@@ -52,23 +52,35 @@ BASE_ENV = (
 TMPFS = Path("/dev/shm")  # noqa: S108 - mkdtemp makes a private 0700 folder there
 
 
-@dataclass(frozen=True)
-class Delivery:
-    mode: str = "env"
-    keep_env: tuple[str, ...] = field(default_factory=tuple)
+class Delivery(NamedTuple):
+    """How the secret reaches the child. Make one with :func:`make_delivery`,
+    which checks it; :func:`run_child` checks it again."""
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise UsageError(
-                f"delivery mode must be one of {', '.join(MODES)}, not {self.mode!r}"
-            )
-        for name in self.keep_env:
-            if name in BASE_ENV:
-                continue  # passed anyway
-            try:
-                check_env_name(name, "--keep-env")
-            except FormatError as exc:
-                raise UsageError(str(exc)) from None
+    mode: str = "env"
+    keep_env: tuple[str, ...] = ()
+
+
+def make_delivery(mode: str = "env", keep_env: tuple[str, ...] = ()) -> Delivery:
+    """A checked :class:`Delivery`: a mode kit knows and variables a job may
+    be given, or UsageError."""
+    return check_delivery(Delivery(mode, keep_env))
+
+
+def check_delivery(d: Delivery) -> Delivery:
+    """``d`` when its mode is one kit knows and each variable it keeps may be
+    passed on, else UsageError."""
+    if d.mode not in MODES:
+        raise UsageError(
+            f"delivery mode must be one of {', '.join(MODES)}, not {d.mode!r}"
+        )
+    for name in d.keep_env:
+        if name in BASE_ENV:
+            continue  # passed anyway
+        try:
+            check_env_name(name, "--keep-env")
+        except FormatError as exc:
+            raise UsageError(str(exc)) from None
+    return d
 
 
 def resolve(command: tuple[str, ...]) -> str:
@@ -153,7 +165,7 @@ def run_child(
     Status is the child's exit code, or minus the signal number that ended it,
     127 when it cannot be found and 126 when it cannot be executed.
     """
-    delivery = delivery or Delivery()
+    delivery = check_delivery(delivery or Delivery())
     no_core_dumps()
     env = child_environment(delivery.keep_env)
     name = env_name.encode()

@@ -28,8 +28,8 @@ Leeway applies to steps 5, 9 and 11 only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from kit.crypto.sign import verify_signature
 from kit.errors import DeniedError, FormatError
@@ -43,15 +43,13 @@ from kit.lazylog import LazyLogger
 log = LazyLogger(__name__)
 
 
-@dataclass(frozen=True)
-class HostIdentity:
+class HostIdentity(NamedTuple):
     name: str
     env: str
     hpke_key_id: str
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """What the caller asks to do with a bundle."""
 
     task: str
@@ -60,8 +58,7 @@ class Request:
     delivery: str | None = None  # None: not checked
 
 
-@dataclass(frozen=True)
-class Verified:
+class Verified(NamedTuple):
     bundle: Bundle
     claims: Claims
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True)
-class HostRecord:
+class HostRecord(NamedTuple):
     name: str
     env: str
     hpke_public: bytes
@@ -17,8 +15,7 @@ class HostRecord:
     request_digest: bytes
 
 
-@dataclass(frozen=True)
-class IssuanceRecord:
+class IssuanceRecord(NamedTuple):
     """What the ledger keeps of a bundle: claims and digests, never the secret."""
 
     bundle_id: str
@@ -63,8 +60,7 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class UseRecord:
+class UseRecord(NamedTuple):
     use: int
     time: int
     seq: int
