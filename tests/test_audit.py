@@ -26,12 +26,13 @@ from conftest import CHILD, DAY, HOSTS, T0, TASK, World, child_argv
 from kit.audit.auditor import Auditor, Input, init_auditor
 from kit.audit.codes import CODES, SEVERITIES, STATUSES
 from kit.audit.report import neutralise, write_csv
-from kit.errors import DeniedError, FormatError, UnauthenticatedError
+from kit.errors import DeniedError, FormatError, HomeError, UnauthenticatedError
 from kit.formats import ledger_export as lx
 from kit.formats import receipt as rfmt
 from kit.host.host import Host, init_host
 from kit.media import write_media
 from kit.signer.signer import ROOT_FILE
+from kit.storage.sqlite import SqliteLedger
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -204,6 +205,67 @@ def test_ledger_export_all_writes_earlier_exports_again(
     ]
     assert again[0].read_bytes() == one.read_bytes()
     assert again[1].read_bytes() == two.read_bytes()
+
+
+def test_database_failure_during_ledger_export_is_a_home_error(
+    world: World, tmp_path: Path
+) -> None:
+    """SQLite failing inside the export's transaction (here a damaged page of
+    the issuances) is the ledger's own error: exit 5 with SQLite's reason,
+    no traceback, no export on the media and none recorded as prepared."""
+    world.issue()
+    world.issue()
+    world.close()
+    world._signer = None  # the CLI opens the signer home itself
+    ledger = world.signer_home / "ledger.db"
+    db = sqlite3.connect(ledger)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+        (page,) = db.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'bundles'"
+        ).fetchone()
+    finally:
+        db.close()
+    with open(ledger, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\xff" * size)
+    usb = tmp_path / "usb"
+    done = world.kit("ledger", "export", "--to", usb, "--home", world.signer_home)
+    err = done.stderr.decode()
+    assert done.returncode == 5, err
+    assert f"kit: error: the issuance ledger {ledger} could not be read or " in err
+    assert "malformed" in err
+    assert "Traceback" not in err and "internal error" not in err
+    assert not usb.exists() or not any(usb.glob("ledger-export-*"))
+    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    try:
+        for query in (
+            "SELECT count(*) FROM ledger_exports_prepared",
+            "SELECT count(*) FROM ledger_exports",
+        ):
+            assert db.execute(query).fetchone() == (0,)
+    finally:
+        db.close()
+
+
+def test_export_snapshot_rolls_back_and_names_a_database_error(
+    tmp_path: Path,
+) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    try:
+        with (
+            pytest.raises(HomeError, match=r"could not be read or written \(disk"),
+            ledger.export_snapshot(),
+        ):
+            ledger.record_prepared(1, bytes(32), T0, (0, 0, 0), b"export")
+            raise sqlite3.OperationalError("disk I/O error")
+        assert ledger.prepared_exports() == []  # rolled back
+        with ledger.export_snapshot():  # and usable again
+            ledger.record_prepared(1, bytes(32), T0, (0, 0, 0), b"export")
+        assert ledger.prepared_exports() == [(b"export", (0, 0, 0))]
+    finally:
+        ledger.close()
 
 
 def test_ledger_export_signed_by_another_signer_is_refused(world: World) -> None:

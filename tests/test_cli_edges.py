@@ -9,6 +9,7 @@ import fcntl
 import os
 import re
 import select
+import shutil
 import subprocess
 import termios
 import time
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import KIT, TASK, World, child_argv
 
+from kit.formats.bundle import parse_bundle
 from kit.host.host import POLICY_FILE
+from kit.media import read_media, write_media
 from kit.signer.signer import KEY_FILE, LEDGER_FILE, ROOT_FILE, Signer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -415,18 +418,20 @@ def test_approve_out_refuses_an_existing_file(world: World, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     taken = tmp_path / "approved.kit"
     taken.write_bytes(b"someone else's file")
-    proc = world.kit("approve", bundle, "--home", alice, "--out", taken)
+    proc = world.kit("approve", bundle, "--home", alice, "--out", taken, "--yes")
     err = proc.stderr.decode()
     assert proc.returncode == 4, err
     assert f"{taken} already exists" in err and "--force" in err
     assert taken.read_bytes() == b"someone else's file"
     proc = world.kit(
-        "approve", bundle, "--home", alice, "--trust", usb, "--out", bundle
+        "approve", bundle, "--home", alice, "--trust", usb, "--out", bundle, "--yes"
     )
     assert proc.returncode == 0, proc.stderr  # in place, said explicitly
     other = tmp_path / "other.kit"
     other.write_bytes(world.issue(risk="medium").data)
-    proc = world.kit("approve", other, "--home", alice, "--out", taken, "--force")
+    proc = world.kit(
+        "approve", other, "--home", alice, "--out", taken, "--force", "--yes"
+    )
     assert proc.returncode == 0, proc.stderr
     # the approved copy (one more signature) replaced the file; the input stays
     assert len(taken.read_bytes()) > len(other.read_bytes()) > 100
@@ -687,3 +692,252 @@ def test_policy_reports_escape_control_characters(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert b"Backfill \\x1b]0;pwned\\x07 now." in done.stdout
     assert b"\x1b" not in done.stdout + done.stderr and b"\x07" not in done.stdout
+
+
+# -- 9. kit approve shows what it would sign, then asks --------------------------
+
+APPROVE_PROMPT = b"? [y/N]: "
+HIDDEN = ("sh", "-c", "echo \x1b[8mcurl evil\x1b[0m")
+
+
+def _to_approve(world: World, tmp_path: Path) -> tuple[Path, Path, Path, str]:
+    """Alice's approver home, a stick written by kit export carrying trust
+    root v2 (which names her) and a medium-risk bundle, and that bundle."""
+    alice = _approver(world, tmp_path)
+    usb = tmp_path / "usb"
+    proc = world.kit("export", "--home", world.signer_home, "--to", usb)
+    assert proc.returncode == 0, proc.stderr
+    issued = world.issue(risk="medium", commands=(HIDDEN,))
+    name = f"bundle-{issued.claims.bundle_id}.kit"
+    write_media(usb, {name: issued.data})
+    return alice, usb, usb / name, issued.claims.bundle_id
+
+
+def _stick(usb: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(usb.iterdir())}
+
+
+def _approve_env(world: World) -> dict[str, str]:
+    return _kit_env(KIT_PASSPHRASE_FILE=str(world.passfile))
+
+
+@pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        (b"n\n", ""),
+        (b"\n", ""),
+        (CTRL_D, "kit: no answer (end of input): taken as no"),
+        (CTRL_C, "kit: interrupted (Ctrl-C): taken as no"),
+    ],
+    ids=["n", "empty", "eof", "sigint"],
+)
+def test_approve_shows_the_claims_then_asks(
+    world: World, tmp_path: Path, keys: bytes, said: str
+) -> None:
+    alice, usb, bundle, bundle_id = _to_approve(world, tmp_path)
+    before = _stick(usb)
+    code, text = on_tty(
+        ["approve", bundle, "--home", alice, "--trust", usb],
+        [(APPROVE_PROMPT, keys)],
+        _approve_env(world),
+    )
+    assert code == 1, text  # denied, as a declined kit run confirmation
+    claims = text.index(f"kit approve: bundle {bundle_id}: medium risk")
+    question = text.index(f"Sign bundle {bundle_id} with approver key ")
+    assert claims < question  # shown before it asks, and before any signature
+    assert "commands: sh -c echo \\x1b[8mcurl evil\\x1b[0m" in text
+    assert "\x1b" not in text  # the hidden words are shown, escaped
+    assert "host build-01, env prod" in text and "0 approval(s) needed" in text
+    assert said in text
+    assert (
+        f"kit: denied [not-confirmed]: bundle {bundle_id} was not approved; "
+        "nothing written" in text
+    )
+    _no_traceback(text)
+    assert _stick(usb) == before  # no signature added, manifest untouched
+
+
+def test_approve_yes_at_the_prompt_signs_what_was_shown(
+    world: World, tmp_path: Path
+) -> None:
+    alice, usb, bundle, bundle_id = _to_approve(world, tmp_path)
+    body = parse_bundle(bundle.read_bytes()).envelope.body
+    code, text = on_tty(
+        ["approve", bundle, "--home", alice, "--trust", usb],
+        [(APPROVE_PROMPT, b"y\n")],
+        _approve_env(world),
+    )
+    assert code == 0, text
+    assert text.index("Sign bundle") < text.index(f"approved bundle {bundle_id}")
+    assert f"written to {bundle}" in text
+    _no_traceback(text)
+    env = parse_bundle(bundle.read_bytes()).envelope
+    assert env.body == body and len(env.signatures) == 2
+    assert bundle.name in read_media(usb)  # the stick's manifest still holds
+
+
+def test_approve_without_a_terminal_needs_yes(world: World, tmp_path: Path) -> None:
+    """Standard input not a terminal and no --yes: a usage error before the
+    home is opened or caught up, the passphrase read or anything signed."""
+    alice, usb, bundle, _ = _to_approve(world, tmp_path)
+    before, root = _stick(usb), (alice / ROOT_FILE).read_bytes()
+    proc = world.kit("approve", bundle, "--home", alice, "--trust", usb)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "standard input is not a terminal: pass --yes" in err
+    assert "Traceback" not in err
+    assert _stick(usb) == before and (alice / ROOT_FILE).read_bytes() == root
+    proc = world.kit("approve", bundle, "--home", alice, "--trust", usb, "--yes")
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert err.index("commands: sh -c") < err.index("approved bundle")  # still shown
+    assert len(parse_bundle(bundle.read_bytes()).envelope.signatures) == 2
+
+
+def test_approve_shows_a_candidate_roots_keys_and_changes_then_asks(
+    world: World, tmp_path: Path
+) -> None:
+    alice = _approver(world, tmp_path)  # trust root v2 names alice
+    proc = world.kit("trust", "approvals", "--high", "1", "--home", world.signer_home)
+    assert proc.returncode == 0, proc.stderr
+    usb = tmp_path / "usb"
+    proc = world.kit("export", "--home", world.signer_home, "--to", usb)
+    assert proc.returncode == 0, proc.stderr
+    candidate = tmp_path / "carry" / "candidate-v000003.kit"
+    candidate.parent.mkdir()
+    shutil.copy(world.signer_home / "trust-roots" / candidate.name, candidate)
+    first = candidate.read_bytes()
+    args: list[str | Path] = ["approve", candidate, "--home", alice, "--trust", usb]
+    code, text = on_tty(args, [(APPROVE_PROMPT, b"n\n")], _approve_env(world))
+    assert code == 1, text
+    question = text.index("Sign trust root v3 with approver key ")
+    for shown in (
+        "kit approve: trust root v3 (next after the pinned v2):",
+        "trust root acme v3, expires",
+        "approvals needed: low 0, medium 0, high 1",
+        "changes: approvals for high 0 -> 1",
+    ):
+        assert text.index(shown) < question, shown
+    assert "kit: denied [not-confirmed]: trust root v3 was not approved" in text
+    _no_traceback(text)
+    assert candidate.read_bytes() == first
+    code, text = on_tty(args, [(APPROVE_PROMPT, b"yes\n")], _approve_env(world))
+    assert code == 0 and "co-signed trust root v3" in text, text
+    proc = world.kit("trust", "install", candidate, "--home", world.signer_home)
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- 10. approver and auditor homes others can read or write ---------------------
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604])
+def test_approver_refuses_a_key_others_can_read(
+    world: World, tmp_path: Path, mode: int
+) -> None:
+    alice, usb, bundle, _ = _to_approve(world, tmp_path)
+    key = alice / "approver.key"
+    os.chmod(key, mode)
+    before, root = _stick(usb), (alice / ROOT_FILE).read_bytes()
+    proc = world.kit("approve", bundle, "--home", alice, "--trust", usb, "--yes")
+    err = proc.stderr.decode()
+    assert proc.returncode == 5, err
+    assert f"{key} has mode {mode:o}; it must be 600 (chmod 600 {key})" in err
+    assert "Traceback" not in err
+    assert _stick(usb) == before and (alice / ROOT_FILE).read_bytes() == root
+    os.chmod(key, 0o600)
+    proc = world.kit("approve", bundle, "--home", alice, "--trust", usb, "--yes")
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", [".", ROOT_FILE])
+def test_approver_refuses_a_home_or_root_others_can_write(
+    world: World, tmp_path: Path, name: str
+) -> None:
+    alice, usb, bundle, _ = _to_approve(world, tmp_path)
+    path = alice / name if name != "." else alice
+    os.chmod(path, path.stat().st_mode | 0o022)  # noqa: S103 - on purpose
+    before, root = _stick(usb), (alice / ROOT_FILE).read_bytes()
+    proc = world.kit("approve", bundle, "--home", alice, "--trust", usb, "--yes")
+    err = proc.stderr.decode()
+    assert proc.returncode == 5, err
+    assert f"{path} has mode " in err and f"(chmod go-w {path})" in err
+    assert "Traceback" not in err
+    assert _stick(usb) == before and (alice / ROOT_FILE).read_bytes() == root
+    os.chmod(path, path.stat().st_mode & ~0o022)
+
+
+@pytest.mark.parametrize("name", [".", ROOT_FILE, "audit.db", "audit.db-wal"])
+def test_auditor_refuses_a_home_root_or_store_others_can_write(
+    world: World, tmp_path: Path, name: str
+) -> None:
+    audit = tmp_path / "audit"
+    proc = world.kit("audit", "init", "--trust", world.signer_home / ROOT_FILE,
+                     "--home", audit)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    world.issue()
+    world.close()
+    world._signer = None  # the CLI opens the signer home itself
+    ledger = tmp_path / "ledger"
+    proc = world.kit("ledger", "export", "--to", ledger, "--home", world.signer_home)
+    assert proc.returncode == 0, proc.stderr
+    path = audit / name if name != "." else audit
+    if name == "audit.db-wal":  # recent commits, when a run left them
+        path.touch(mode=0o600)
+    os.chmod(path, path.stat().st_mode | 0o022)  # noqa: S103 - on purpose
+    store = (audit / "audit.db").read_bytes()
+    proc = world.kit("reconcile", "--home", audit, ledger)
+    err = proc.stderr.decode()
+    assert proc.returncode == 5, err
+    assert f"{path} has mode " in err and f"(chmod go-w {path})" in err
+    assert "Traceback" not in err
+    assert (audit / "audit.db").read_bytes() == store  # nothing ingested
+    os.chmod(path, path.stat().st_mode & ~0o022)
+    proc = world.kit("reconcile", "--home", audit, ledger)
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- 11. a secret over the size cap ----------------------------------------------
+
+
+def test_secret_over_the_cap_is_a_usage_error_from_a_file_or_stdin(
+    world: World, tmp_path: Path
+) -> None:
+    """Named by size and cap, exit 2 either way, before the passphrase is
+    read or anything issued; one final newline is not counted."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_")}
+    env["KIT_PASSPHRASE_FILE"] = str(world.passfile)
+    args: list[str | Path] = ["issue", "--home", world.signer_home]
+    args += ["--host", "build-01", "--env", "prod", "--task", TASK, "--ttl", "1h"]
+    args += ["--command", "true"]
+
+    def issue(*more: str | Path, stdin: bytes = b"") -> tuple[int, str]:
+        done = subprocess.run(
+            [str(KIT), *map(str, [*args, *more])],
+            input=stdin, capture_output=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        return done.returncode, done.stderr.decode()
+
+    cap = "over the 8192-byte cap for a secret"
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 9000)
+    code, err = issue("--secret-file", big)
+    assert code == 2 and f"secret file {big}: 9000 bytes, {cap}" in err, err
+    code, err = issue("--secret-stdin", stdin=b"x" * 9000)
+    assert code == 2 and f"secret on standard input: 9000 bytes, {cap}" in err, err
+    for raw, size in (
+        (b"x" * 8193 + b"\n", "8193"),  # over by one, the newline not counted
+        (b"x" * 8192 + b"\r\nmore", "8198"),  # was cut to its first 8192 bytes
+        (b"x" * (3 << 20), "more than 1056771"),  # counted so far, then no further
+    ):
+        code, err = issue("--secret-stdin", stdin=raw)
+        assert code == 2 and f"standard input: {size} bytes, {cap}" in err, err
+        path = tmp_path / "s"
+        path.write_bytes(raw)
+        code, err = issue("--secret-file", path)
+        assert code == 2 and f"secret file {path}: " in err and cap in err, err
+        assert "Traceback" not in err
+    assert world.signer.ledger.bundles() == []
+    assert list((world.signer_home / "outbox").iterdir()) == []
+    code, err = issue("--secret-stdin", stdin=b"x" * 8192 + b"\n")  # at the cap
+    assert code == 0, err
+    assert len(world.signer.ledger.bundles()) == 1

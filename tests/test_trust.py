@@ -15,7 +15,7 @@ from kit.formats.bundle import parse_bundle
 from kit.formats.pubkey import load_public_key_file
 from kit.formats.trustroot import KeySpec, sign_trust_root
 from kit.media import write_media
-from kit.signer.approver import Approver, init_approver
+from kit.signer.approver import Approver, Pending, init_approver
 
 HOUR = 3600
 
@@ -345,7 +345,7 @@ def test_cli_approve_and_rotate(world: World, tmp_path: Path) -> None:
     usb = tmp_path / "usb"
     export = world.kit("export", "--to", usb, "--home", world.signer_home)
     assert export.returncode == 0, export.stderr
-    cosign = world.kit("approve", candidate, "--key", a_home, "--trust", usb)
+    cosign = world.kit("approve", candidate, "--key", a_home, "--trust", usb, "--yes")
     assert cosign.returncode == 0 and b"co-signed trust root v3" in cosign.stderr
     install = world.kit("trust", "install", candidate, "--home", world.signer_home)
     assert install.returncode == 0, install.stderr
@@ -378,6 +378,7 @@ def test_cli_approve_and_rotate(world: World, tmp_path: Path) -> None:
         a_home,
         "--trust",
         usb,
+        "--yes",
     )
     assert ok.returncode == 0, ok.stderr
     run = world.kit(
@@ -560,4 +561,42 @@ def test_missing_approvals_denial_names_the_bundle(
     assert (last.reason, last.bundle_id) == (
         "approvals-missing",
         issued.claims.bundle_id,
+    )
+
+
+def test_prepare_signs_nothing_and_sign_signs_exactly_what_was_prepared(
+    world: World, two_approvers: tuple[Approver, Approver]
+) -> None:
+    """kit approve shows what prepare() returns before anything is signed;
+    sign() then adds a signature over that envelope as it is, and over
+    nothing that prepare() did not check and return to this approver."""
+    alice, bob = two_approvers
+    issued = world.issue(risk="medium")
+    pending = alice.prepare(issued.data)
+    assert pending.claims == issued.claims and pending.root is None
+    body = parse_bundle(issued.data).envelope.body
+    assert pending.envelope.body == body  # what is shown is what will be signed
+    approved = alice.sign(pending)
+    env = parse_bundle(approved).envelope
+    assert env.body == body
+    assert [kid for kid, _ in env.signatures] == [
+        world.signer.key.key_id,
+        alice.key.key_id,
+    ]
+    with pytest.raises(UsageError, match="sign only what prepare"):
+        alice.sign(pending)  # one signature per check
+    with pytest.raises(UsageError, match="sign only what prepare"):
+        alice.sign(bob.prepare(issued.data))  # checked by someone else
+    unchecked = Pending(parse_bundle(world.forge(SigningKey.generate()).data).envelope)
+    with pytest.raises(UsageError, match="sign only what prepare"):
+        alice.sign(unchecked)  # never checked against the issuer keys
+    with pytest.raises(DeniedError, match="already has this approval"):
+        alice.prepare(approved)
+    data, _, _ = world.signer.propose(T0, approvals={"low": 0, "medium": 1, "high": 2})
+    candidate = alice.prepare(data)
+    assert candidate.root is not None and candidate.claims is None
+    assert candidate.root.version == alice.root.version + 1
+    cosigned = alice.sign(candidate)
+    assert (
+        encoding.decode(cosigned, cap=1 << 16, what="r")[1] == candidate.envelope.body
     )

@@ -42,7 +42,7 @@ from kit.formats import manifest
 from kit.formats import receipt as rfmt
 from kit.formats.envelope import MAX_SIGNATURES, parse_envelope_uniform
 from kit.formats.trustroot import TrustRoot, load_trust_root
-from kit.fsutil import atomic_write, read_regular
+from kit.fsutil import atomic_write, check_not_writable_by_others, read_regular
 from kit.home import create_home, require_kind
 from kit.media import FILE_CAP
 from kit.storage.audit import AuditStore
@@ -114,6 +114,12 @@ class Auditor:
 
     def __init__(self, home: Path) -> None:
         require_kind(home, "auditor")
+        # No secret here, but the folder, the pinned root and the evidence
+        # decide every verdict: as in a signer home, only its owner may write.
+        for p in (home, home / ROOT_FILE, home / DB_FILE):
+            check_not_writable_by_others(p)
+        if os.path.lexists(home / f"{DB_FILE}-wal"):  # holds recent commits
+            check_not_writable_by_others(home / f"{DB_FILE}-wal")
         self.home = home
         self.root = load_trust_root(
             read_regular(home / ROOT_FILE, 1 << 16, "trust root")

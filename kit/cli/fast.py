@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kit.cli.plain import (
+    ask_yes,
     broken_pipe,
     emit_json,
     flush_stdout,
@@ -350,18 +351,7 @@ def _confirm(c: Claims) -> bool:
     say(f"  env {c.env}, task {c.task}, expires {utc(c.expires_at)}")
     say(f"  commands: {'; '.join(' '.join(p) for p in c.commands)}")
     say(f"  datasets: {', '.join(c.datasets) or 'none'}")
-    sys.stderr.write("Release the secret for this run? [y/N]: ")
-    sys.stderr.flush()
-    answer: str | None
-    try:
-        answer = sys.stdin.readline()
-    except KeyboardInterrupt:
-        answer = None
-    if not answer:  # Ctrl-C, or end of input: the terminal line has no newline
-        how = "interrupted (Ctrl-C)" if answer is None else "no answer (end of input)"
-        say(f"\nkit: {how}: taken as no")
-        return False
-    return answer.strip().lower() in ("y", "yes")
+    return ask_yes("Release the secret for this run? [y/N]: ")
 
 
 # -- dispatch -----------------------------------------------------------------

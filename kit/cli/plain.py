@@ -65,6 +65,25 @@ def say(message: str) -> None:
     print(message.translate(_CONTROLS), file=sys.stderr)
 
 
+def ask_yes(question: str) -> bool:
+    """Ask ``question`` on the terminal (stderr) and read one line of standard
+    input. Only ``y`` or ``yes`` is yes; end of input (Ctrl-D) and Ctrl-C
+    are no, said as such. The caller makes sure standard input is a
+    terminal (or was told to not ask)."""
+    sys.stderr.write(question.translate(_CONTROLS))
+    sys.stderr.flush()
+    answer: str | None
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        answer = None
+    if not answer:  # Ctrl-C, or end of input: the terminal line has no newline
+        how = "interrupted (Ctrl-C)" if answer is None else "no answer (end of input)"
+        say(f"\nkit: {how}: taken as no")
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def emit_json(obj: Any) -> None:
     import json  # only --json needs it
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -325,20 +327,47 @@ def _commands(texts: list[str]) -> tuple[tuple[str, ...], ...]:
     return tuple(parse_command(c) for c in texts)
 
 
+# How far standard input is counted past the cap, to name its size when the
+# secret is too long (then read no further).
+_COUNT_CAP = 1 << 20
+
+
 def _read_secret(secret_file: Path | None) -> bytes:
+    """The secret, less the newlines that end it (``\\n``, ``\\r\\n``), from the
+    file or standard input. Over MAX_SECRET bytes is a usage error naming the size
+    and the cap, the same from both; a file is judged by its size before it
+    is read."""
     if secret_file is not None:
+        source = f"secret file {secret_file}"
+        try:
+            st = os.lstat(secret_file)
+        except OSError:
+            st = None  # read_regular says why
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > MAX_SECRET + 2:
+            _over_cap(source, f"{st.st_size}")
         secret = read_regular(secret_file, MAX_SECRET + 2, "secret file")
     else:
-        secret = sys.stdin.buffer.read(MAX_SECRET + 2)
+        source = "secret on standard input"
+        secret = sys.stdin.buffer.read(MAX_SECRET + 3)
+        if len(secret) > MAX_SECRET + 2:  # too long with any newline: count on
+            rest = len(sys.stdin.buffer.read(_COUNT_CAP))
+            size = len(secret) + rest
+            _over_cap(source, f"more than {size}" if rest == _COUNT_CAP else f"{size}")
     secret = secret.rstrip(b"\r\n") if secret.endswith(b"\n") else secret
     if len(secret) > MAX_SECRET:
-        raise UsageError(f"the secret is longer than {MAX_SECRET} bytes")
+        _over_cap(source, f"{len(secret)}")
     if b"\x00" in secret:
         raise UsageError(
             "the secret contains a NUL byte and cannot be delivered in "
             "an environment variable"
         )
     return secret
+
+
+def _over_cap(source: str, size: str) -> NoReturn:
+    raise UsageError(
+        f"{source}: {size} bytes, over the {MAX_SECRET}-byte cap for a secret"
+    )
 
 
 @handled()

@@ -4,10 +4,11 @@ kit approve."""
 from __future__ import annotations
 
 import os
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,21 +25,22 @@ from kit.cli.common import (
     refuse_existing,
     say,
 )
-from kit.cli.plain import line_out
+from kit.cli.plain import ask_yes, line_out
 from kit.cli.signer_cmds import utc
 from kit.crypto.atrest import PROFILES
 from kit.crypto.sign import fingerprint
 from kit.duration import parse_duration
-from kit.errors import MediaError, UsageError
-from kit.formats.envelope import peek_label
+from kit.errors import DeniedError, MediaError, UsageError
 from kit.formats.pubkey import load_public_key_file
-from kit.formats.trustroot import LABEL as TRUST_ROOT_LABEL
 from kit.formats.trustroot import ROLES, KeySpec, TrustedKey, TrustRoot
 from kit.fsutil import atomic_write, read_regular
 from kit.home import check_new_home
 from kit.media import read_media, write_media
 from kit.signer.approver import Approver, init_approver
 from kit.signer.signer import Signer
+
+if TYPE_CHECKING:
+    from kit.formats.bundle import Claims
 
 trust_app = typer.Typer(
     help="The signer's trust root: keys by role, approvals per risk, rotation.",
@@ -47,13 +49,14 @@ trust_app = typer.Typer(
 approver_app = typer.Typer(help="An approver's own home and key.", no_args_is_help=True)
 
 
-def _describe(root: TrustRoot) -> None:
-    line_out(f"trust root {root.name} v{root.version}, expires {utc(root.expires_at)}")
-    line_out(f"  fingerprint {fingerprint(root.digest)}")
+def _describe(root: TrustRoot, out: Callable[[str], None] = line_out) -> None:
+    """A trust root's keys and counts, as a report on stdout (``out``)."""
+    out(f"trust root {root.name} v{root.version}, expires {utc(root.expires_at)}")
+    out(f"  fingerprint {fingerprint(root.digest)}")
     for k in root.keys:
-        line_out(f"  {k.label:<20} {k.key_id[:12]}  {', '.join(sorted(k.roles))}")
+        out(f"  {k.label:<20} {k.key_id[:12]}  {', '.join(sorted(k.roles))}")
     a = root.approvals
-    line_out(
+    out(
         f"  approvals needed: low {a['low']}, medium {a['medium']}, high {a['high']}; "
         f"root threshold {root.thresholds['root']}, issuer {root.thresholds['issuer']}"
     )
@@ -378,16 +381,33 @@ def approve(
             "first; each must descend from the pinned one."
         ),
     ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help="Sign without asking on the terminal (for scripts); the claims "
+            "are still shown.",
+        ),
+    ] = False,
     passphrase_file: PassFileOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Co-sign a bundle with your approver key after checking its issuer.
 
+    Shows every claim of the bundle (or every key and count of a candidate
+    trust root) and asks before signing: only y signs; any other answer,
+    end of input or Ctrl-C writes nothing (exit 1). Without a terminal,
+    pass --yes.
     Without --out the file is signed in place. An existing --out file other
     than the bundle itself is refused (exit 4) unless --force.
 
     Example: kit approve /media/usb/bundle-3f2a...c1.kit
     """
+    if not yes and (sys.stdin is None or not sys.stdin.isatty()):
+        raise UsageError(
+            "kit approve asks before signing, and standard input is not a "
+            "terminal: pass --yes to approve without asking"
+        )
     same = out is not None and out.exists() and bundle.exists() and out.samefile(bundle)
     refuse_existing(out, force or same)  # --out BUNDLE is in place, as without
     approver = Approver(key if key is not None else home_path(home))
@@ -396,23 +416,73 @@ def approve(
         approver.catch_up(roots)
     data = read_regular(bundle, 64 * 1024, "bundle or trust root")
     approver.unlock(read_passphrase(passphrase_file))
-    if peek_label(data, 64 * 1024) == TRUST_ROOT_LABEL:
-        approved, root = approver.approve_root(data)
-        say(f"co-signed trust root v{root.version}:")
-        _describe(root)
+    pending = approver.prepare(data)  # every check; nothing signed yet
+    if pending.root is not None:
+        what = f"trust root v{pending.root.version}"
+        say(f"kit approve: {what} (next after the pinned v{approver.root.version}):")
+        _describe(pending.root, say)
+        for change in _changes(approver.root, pending.root):
+            say(f"  changes: {change}")
     else:
-        approved, claims = approver.approve(data)
-        say(
-            f"approved bundle {claims.bundle_id}: {claims.risk} risk, identity "
-            f"{claims.identity or 'ad hoc'}, owner {claims.owner}, host {claims.host}, "
-            f"env {claims.env}, task {claims.task}, expires {utc(claims.expires_at)}"
-        )
-        say(f"  commands: {'; '.join(' '.join(c) for c in claims.commands)}")
-        say(f"  datasets: {', '.join(claims.datasets) or 'none'}")
+        assert pending.claims is not None  # noqa: S101 - a bundle otherwise
+        what = f"bundle {pending.claims.bundle_id}"
+        _show_claims(pending.claims)
+    question = f"Sign {what} with approver key {approver.key.key_id[:12]}? [y/N]: "
+    if not yes and not ask_yes(question):
+        raise DeniedError("not-confirmed", f"{what} was not approved; nothing written")
+    approved = approver.sign(pending)  # the envelope shown above, as it is
     target = out or bundle
     listed = target.parent / "SHA256SUMS"
     if out is None and listed.exists():
         write_media(target.parent, {target.name: approved})  # keeps the stick valid
     else:
         atomic_write(target, approved)
+    say(f"{'co-signed' if pending.root is not None else 'approved'} {what}")
     say(f"written to {target}")
+
+
+def _show_claims(c: Claims) -> None:
+    """Every claim an approver vouches for, on stderr (escaped by say)."""
+    say(
+        f"kit approve: bundle {c.bundle_id}: {c.risk} risk, identity "
+        f"{c.identity or 'ad hoc'}, owner {c.owner}"
+    )
+    say(f"  host {c.host}, env {c.env}, task {c.task}, issuer {c.issuer[:12]}")
+    say(
+        f"  {c.max_uses} use(s), valid {utc(c.not_before)} to {utc(c.expires_at)}, "
+        f"{c.approvals} approval(s) needed"
+    )
+    say(f"  commands: {'; '.join(' '.join(p) for p in c.commands)}")
+    say(f"  datasets: {', '.join(c.datasets) or 'none'}")
+    say(f"  delivery: {', '.join(c.delivery)}; secret as {c.secret_name}")
+
+
+def _changes(old: TrustRoot, new: TrustRoot) -> list[str]:
+    """What a candidate trust root changes from the pinned one."""
+    before = {k.key_id: k for k in old.keys}
+    after = {k.key_id: k for k in new.keys}
+    out = [
+        f"adds {k.label} ({k.key_id[:12]}) as {', '.join(sorted(k.roles))}"
+        for kid, k in after.items()
+        if kid not in before
+    ]
+    out += [
+        f"removes {k.label} ({k.key_id[:12]}), {', '.join(sorted(k.roles))}"
+        for kid, k in before.items()
+        if kid not in after
+    ]
+    out += [
+        f"{k.label} ({kid[:12]}) roles {', '.join(sorted(before[kid].roles))} -> "
+        f"{', '.join(sorted(k.roles))}"
+        for kid, k in after.items()
+        if kid in before and before[kid].roles != k.roles
+    ]
+    for level, count in new.approvals.items():
+        if old.approvals.get(level) != count:
+            out.append(f"approvals for {level} {old.approvals.get(level)} -> {count}")
+    for role, count in new.thresholds.items():
+        if old.thresholds.get(role) != count:
+            out.append(f"{role} threshold {old.thresholds.get(role)} -> {count}")
+    if old.expires_at != new.expires_at:
+        out.append(f"expires {utc(old.expires_at)} -> {utc(new.expires_at)}")
+    return out or ["nothing but the version"]

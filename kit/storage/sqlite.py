@@ -35,6 +35,26 @@ def _connect(path: Path, schema: str, journal: str = "DELETE") -> sqlite3.Connec
     return conn
 
 
+@contextlib.contextmanager
+def _immediate(
+    db: sqlite3.Connection, failure: str, error: type[HomeError | JournalError]
+) -> Iterator[None]:
+    """One IMMEDIATE transaction: committed (and synced) on leaving, rolled
+    back on any exception; a database error becomes ``error`` naming
+    ``failure`` and SQLite's reason."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise error(f"{failure} ({exc})") from None
+
+
 _LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (
     name TEXT PRIMARY KEY, env TEXT NOT NULL, hpke_public BLOB NOT NULL,
@@ -77,6 +97,7 @@ class SqliteLedger:
         # its commit returns, at the price of one fsync (of the log) instead
         # of the rollback journal's several (docs/BENCHMARKS.md).
         self._db = _connect(path, _LEDGER_SCHEMA, journal="WAL")
+        self._path = path
 
     def add_host(self, host: HostRecord) -> None:
         with self._db:
@@ -268,20 +289,14 @@ class SqliteLedger:
                 (seq, digest, time, *upto, raw),
             )
 
-    @contextlib.contextmanager
-    def export_snapshot(self) -> Iterator[None]:
+    def export_snapshot(self) -> contextlib.AbstractContextManager[None]:
         """One IMMEDIATE transaction for preparing exports: everything read
         inside it is one consistent state of the ledger (a host enrolled
         meanwhile is either in it or left for the next export), and a
-        concurrent export waits. Committed on leaving, rolled back on error."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+        concurrent export waits. Committed on leaving, rolled back on error;
+        a database error becomes HomeError, as when the ledger is opened."""
+        failure = f"the issuance ledger {self._path} could not be read or written"
+        return _immediate(self._db, failure, HomeError)
 
     def prepared_exports(self) -> list[tuple[bytes, tuple[int, int, int]]]:
         """Exports signed but not yet committed (a run that stopped between
@@ -425,21 +440,10 @@ class SqliteHostState:
         )
         return seq + 1, raw
 
-    @contextlib.contextmanager
-    def _writing(self, failure: str) -> Iterator[None]:
+    def _writing(self, failure: str) -> contextlib.AbstractContextManager[None]:
         """One IMMEDIATE transaction: committed (and synced) on leaving, rolled
         back on any exception; a database error becomes JournalError."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise JournalError(f"{failure} ({exc})") from None
+        return _immediate(self._db, failure, JournalError)
 
     def release(
         self,
