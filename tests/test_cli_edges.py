@@ -10,6 +10,7 @@ import os
 import re
 import select
 import shutil
+import sqlite3
 import subprocess
 import termios
 import time
@@ -941,3 +942,34 @@ def test_secret_over_the_cap_is_a_usage_error_from_a_file_or_stdin(
     code, err = issue("--secret-stdin", stdin=b"x" * 8192 + b"\n")  # at the cap
     assert code == 0, err
     assert len(world.signer.ledger.bundles()) == 1
+
+
+def test_a_database_failure_no_method_claims_is_a_home_error(
+    world: World, tmp_path: Path
+) -> None:
+    """A damaged page of the ledger read by a command with no error mapping
+    of its own (kit inventory) is a home error (5) naming SQLite's reason,
+    not an internal error with its type only."""
+    world.issue()
+    world.close()
+    world._signer = None  # the CLI opens the signer home itself
+    ledger = world.signer_home / "ledger.db"
+    db = sqlite3.connect(ledger)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+        (page,) = db.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'bundles'"
+        ).fetchone()
+    finally:
+        db.close()
+    with open(ledger, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\xff" * size)
+    proc = world.kit("inventory", "--home", world.signer_home,
+                     "--bundles", ROOT / "bundles")  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode == 5, err
+    assert "kit: error: a database of the kit home failed: " in err
+    assert "malformed" in err, err
+    assert "internal error" not in err and "Traceback" not in err, err

@@ -135,13 +135,17 @@ def internal(exc: Exception, *, run: bool = False) -> int:
     """Anything that is not a KitError, at the process boundary: named by
     type only, never with a traceback (that is what --debug is for). An
     OSError no file helper claimed (stdout on a full disk, say) is an I/O
-    failure, reported as media errors are."""
+    failure, reported as media errors are; a SQLite error no storage method
+    claimed is the home's database failing, reported as home errors are."""
     if isinstance(exc, OSError):
         from kit.fsutil import os_reason
 
         where = f" ({exc.filename})" if exc.filename else ""
         say(f"kit: error: input/output failed{where}: {os_reason(exc)}")
         return RUN_CODES[MEDIA] if run else MEDIA
+    if type(exc).__module__ == "sqlite3":  # sqlite3.Error, without importing it
+        say(f"kit: error: a database of the kit home failed: {exc}")
+        return RUN_CODES[HOME] if run else HOME
     say(f"kit: internal error ({type(exc).__name__}); rerun with --debug for details")
     return RUN_CODES[INTERNAL] if run else INTERNAL
 
