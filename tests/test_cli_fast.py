@@ -139,6 +139,57 @@ def test_parse_leaves_the_rest_to_typer(name: str, args: list[str]) -> None:
     assert fast.parse(name, args) is None
 
 
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["run", "b", "--task", "t", "true"], "after '--'"),
+        (["run", "b", "--task", "t", "python3", "job.py", "--yes"], "after '--'"),
+        (["--debug", "run", "b", "--task", "t", "job", "--deliver", "fd"], "'--'"),
+        (["run", "b", "--task", "t", "python3", "--", "job.py"], "before '--'"),
+        (["run", "b", "x", "--home", "h", "--task=t", "--", "true"], "before '--'"),
+        (["run", "b", "--task", "t", "--", "x", "--yes"], None),
+        (["run", "--yes", "b", "--dataset", "d", "--task", "t", "--", "x"], None),
+        (["run", "--help"], None),
+        (["run", "b", "--bogus", "v", "--", "x"], None),  # typer names --bogus
+        (["verify", "b", "--task", "t"], None),
+        (["issue", "--task", "t"], None),
+    ],
+)
+def test_run_takes_its_command_after_dashes_only(
+    argv: list[str], why: str | None
+) -> None:
+    got = fast.misplaced_command(argv)
+    assert (got is None) == (why is None), got
+    if why is not None:
+        assert got is not None and why in got
+
+
+def test_a_job_option_never_reaches_kit(world: World, tmp_path: Path) -> None:
+    """A line without '--' is refused before anything is opened: a job's
+    own --yes / --deliver are not taken as kit's, nothing is released, no
+    use is spent, and the child never runs."""
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(max_uses=2).data)
+    home = world.host_home("build-01")
+    out = tmp_path / "out"
+    before = world.uses()
+    for line in (
+        ["run", bundle, "--task", TASK, "--home", home, *child_argv(out), "--yes"],
+        ["run", bundle, "--task", TASK, "--home", home, CHILD[0], "--", *CHILD[1:],
+         str(out), "0"],
+    ):  # fmt: skip
+        proc = world.kit(*line)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2, err
+        assert "kit: error:" in err and "'--'" in err and "Traceback" not in err
+        assert not out.exists()
+    assert world.uses() == before
+    good = world.kit("run", bundle, "--task", TASK, "--home", home, "--",
+                     *child_argv(out, 0), "--yes")  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    assert out.exists()
+
+
 def test_dispatch_ignores_other_commands() -> None:
     assert fast.dispatch([]) is None
     assert fast.dispatch(["--debug", "verify", "b", "--task", "t"]) is None

@@ -400,8 +400,56 @@ def dispatch(argv: list[str]) -> int | None:
         return _exit_code(exc, run=name == "run")
 
 
+def misplaced_command(argv: list[str]) -> str | None:
+    """Why a ``kit run`` line does not put its command after ``--`` alone,
+    or None (also for every other command, and for ``--help``).
+
+    Were words of the command read as kit's options, a job's own ``--yes``
+    would skip the confirmation of a high-risk bundle and its ``--deliver
+    fd`` change how the secret is handed over, and the job would not get
+    them; so the command must follow ``--``, and only the bundle and kit's
+    options may come before it."""
+    # Global options (--debug) may come before the command's name.
+    name_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if name_at is None or argv[name_at] != "run":
+        return None
+    args = argv[name_at + 1 :]
+    head = args[: args.index("--")] if "--" in args else args
+    if "--help" in head or "--" in argv[:name_at]:
+        return None
+    if "--" not in args:
+        return (
+            "put the command to run after '--' (kit run BUNDLE --task TASK -- "
+            "CMD [ARGS]...), so that none of its words is read as an option "
+            "of kit's"
+        )
+    options = COMMANDS["run"].options
+    positionals, i = 0, 0
+    while i < len(head):
+        token = head[i]
+        i += 1
+        if not token.startswith("-"):
+            positionals += 1
+            continue
+        option, eq, _ = token.partition("=")
+        if option not in options:
+            return None  # typer names the unknown option
+        if options[option][1] != FLAG and not eq:
+            i += 1  # its value
+    if positionals > 1:
+        return (
+            "only the bundle and kit's options may come before '--'; the "
+            "command to run and all its arguments go after it"
+        )
+    return None
+
+
 def main() -> None:
     """The ``kit`` script."""
+    misplaced = misplaced_command(sys.argv[1:])
+    if misplaced is not None:
+        say(f"kit: error: {misplaced}")
+        sys.exit(2)
     code = dispatch(sys.argv[1:])
     if code is not None:
         sys.exit(code)

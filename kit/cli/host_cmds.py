@@ -188,7 +188,11 @@ def run(
     task: TaskOpt,
     command: Annotated[
         list[str],
-        typer.Argument(help="The command to run, after '--'.", show_default=False),
+        typer.Argument(
+            help="The command to run and its arguments, after '--' (required: "
+            "nothing after it is read as kit's).",
+            show_default=False,
+        ),
     ],
     home: HomeOpt = None,
     deliver: Annotated[
