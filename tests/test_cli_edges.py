@@ -973,3 +973,28 @@ def test_a_database_failure_no_method_claims_is_a_home_error(
     assert "kit: error: a database of the kit home failed: " in err
     assert "malformed" in err, err
     assert "internal error" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (sqlite3.OperationalError("database is locked"), 5),
+        (sqlite3.DatabaseError("database disk image is malformed"), 5),
+        (sqlite3.ProgrammingError("Cannot operate on a closed database."), 70),
+        (sqlite3.InterfaceError("Error binding parameter 1"), 70),
+        (sqlite3.IntegrityError("UNIQUE constraint failed: hosts.name"), 70),
+    ],
+)
+def test_only_the_database_failing_is_a_home_error(
+    exc: Exception, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kit misusing SQLite is its own bug (internal, 70), not the home's
+    database failing (5)."""
+    from kit.cli.plain import internal
+
+    assert internal(exc) == code
+    err = capsys.readouterr().err
+    if code == 5:
+        assert f"a database of the kit home failed: {exc}" in err
+    else:
+        assert "internal error" in err and str(exc) not in err

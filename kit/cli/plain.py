@@ -131,11 +131,14 @@ def broken_pipe() -> int:
     return BROKEN_PIPE
 
 
+_DB_FAILURES = frozenset({"OperationalError", "DatabaseError"})
+
+
 def internal(exc: Exception, *, run: bool = False) -> int:
     """Anything that is not a KitError, at the process boundary: named by
     type only, never with a traceback (that is what --debug is for). An
     OSError no file helper claimed (stdout on a full disk, say) is an I/O
-    failure, reported as media errors are; a SQLite error no storage method
+    failure, reported as media errors are; a SQLite failure no storage method
     claimed is the home's database failing, reported as home errors are."""
     if isinstance(exc, OSError):
         from kit.fsutil import os_reason
@@ -143,7 +146,10 @@ def internal(exc: Exception, *, run: bool = False) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         say(f"kit: error: input/output failed{where}: {os_reason(exc)}")
         return RUN_CODES[MEDIA] if run else MEDIA
-    if type(exc).__module__ == "sqlite3":  # sqlite3.Error, without importing it
+    # The database itself failing (locked, full, damaged, unreadable), named
+    # without importing sqlite3; kit misusing it (ProgrammingError,
+    # InterfaceError, IntegrityError) stays an internal error.
+    if type(exc).__module__ == "sqlite3" and type(exc).__name__ in _DB_FAILURES:
         say(f"kit: error: a database of the kit home failed: {exc}")
         return RUN_CODES[HOME] if run else HOME
     say(f"kit: internal error ({type(exc).__name__}); rerun with --debug for details")
