@@ -513,7 +513,12 @@ def main() -> int:
         default=os.environ.get("BENCH_FULL", "1") != "0",
         help="skip the 1,000,000-receipt reconcile, about 3 minutes (BENCH_FULL=0)",
     )
-    ap.add_argument("--json", type=Path, default=HERE / "results.json")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        help="where to write the JSON (default bench/results.json, the recorded "
+        "run; with --only, none unless given, so a partial run never replaces it)",
+    )
     ap.add_argument(
         "--only",
         action="append",
@@ -562,6 +567,10 @@ def main() -> int:
         f"Python {info['python']}, {info['openssl']}, load {info['load_average']}"
     )
     print(table(rows))
+    if args.json is None and args.only:
+        print("\nJSON: not written (--only without --json)")
+        return 0
+    args.json = args.json or HERE / "results.json"
     args.json.write_text(
         json.dumps(
             {"machine": info, "quick": q, "rows": [r.as_json() for r in rows]},

@@ -73,6 +73,14 @@ def test_bench_only_runs_the_figures_named(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     figures = [r["figure"] for r in json.loads(out.read_text())["rows"]]
     assert figures and all("size" in f or "QR" in f for f in figures), figures
+    recorded = (ROOT / "bench" / "results.json").read_bytes()
+    partial = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--only", "size"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert partial.returncode == 0, partial.stderr[-2000:]
+    assert "JSON: not written (--only without --json)" in partial.stdout
+    assert (ROOT / "bench" / "results.json").read_bytes() == recorded
     bad = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--only", "everything"],
         capture_output=True, text=True, timeout=60, check=False,

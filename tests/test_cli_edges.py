@@ -20,6 +20,7 @@ import pytest
 from conftest import KIT, TASK, World, child_argv
 
 from kit.formats.bundle import parse_bundle
+from kit.formats.trustroot import load_trust_root
 from kit.host.host import POLICY_FILE
 from kit.media import read_media, write_media
 from kit.signer.signer import KEY_FILE, LEDGER_FILE, ROOT_FILE, Signer
@@ -737,11 +738,13 @@ def test_approve_shows_the_claims_then_asks(
 ) -> None:
     alice, usb, bundle, bundle_id = _to_approve(world, tmp_path)
     before = _stick(usb)
+    pinned = (alice / ROOT_FILE).read_bytes()
     code, text = on_tty(
         ["approve", bundle, "--home", alice, "--trust", usb],
         [(APPROVE_PROMPT, keys)],
         _approve_env(world),
     )
+    assert (alice / ROOT_FILE).read_bytes() == pinned  # v2 followed, not pinned
     assert code == 1, text  # denied, as a declined kit run confirmation
     claims = text.index(f"kit approve: bundle {bundle_id}: medium risk")
     question = text.index(f"Sign bundle {bundle_id} with approver key ")
@@ -793,6 +796,7 @@ def test_approve_without_a_terminal_needs_yes(world: World, tmp_path: Path) -> N
     assert proc.returncode == 0, err
     assert err.index("commands: sh -c") < err.index("approved bundle")  # still shown
     assert len(parse_bundle(bundle.read_bytes()).envelope.signatures) == 2
+    assert load_trust_root((alice / ROOT_FILE).read_bytes()).version == 2  # pinned
 
 
 def test_approve_shows_a_candidate_roots_keys_and_changes_then_asks(
@@ -998,3 +1002,19 @@ def test_only_the_database_failing_is_a_home_error(
         assert f"a database of the kit home failed: {exc}" in err
     else:
         assert "internal error" in err and str(exc) not in err
+
+
+def test_candidate_changes_name_a_relabelled_key(world: World) -> None:
+    """A key kept under another label is a change the approver is shown."""
+    from kit.cli.trust_cmds import _changes
+
+    old = world.signer.root
+    first = old.keys[0]
+    new = old._replace(
+        version=old.version + 1,
+        keys=(first._replace(label="mallory"), *old.keys[1:]),
+    )
+    assert _changes(old, new) == [f"{first.key_id[:12]} label {first.label} -> mallory"]
+    assert _changes(old, old._replace(version=old.version + 1)) == [
+        "nothing but the version"
+    ]

@@ -590,6 +590,15 @@ def test_prepare_signs_nothing_and_sign_signs_exactly_what_was_prepared(
     unchecked = Pending(parse_bundle(world.forge(SigningKey.generate()).data).envelope)
     with pytest.raises(UsageError, match="sign only what prepare"):
         alice.sign(unchecked)  # never checked against the issuer keys
+    # While something else is prepared (not only after a signature reset it),
+    # an object prepare() did not return is still refused.
+    other = world.issue(risk="medium")
+    held = alice.prepare(other.data)
+    with pytest.raises(UsageError, match="sign only what prepare"):
+        alice.sign(unchecked)
+    with pytest.raises(UsageError, match="sign only what prepare"):
+        alice.sign(Pending(held.envelope, held.claims))  # equal, not the same
+    assert parse_bundle(alice.sign(held)).envelope.body == held.envelope.body
     with pytest.raises(DeniedError, match="already has this approval"):
         alice.prepare(approved)
     data, _, _ = world.signer.propose(T0, approvals={"low": 0, "medium": 1, "high": 2})

@@ -395,9 +395,9 @@ def approve(
     """Co-sign a bundle with your approver key after checking its issuer.
 
     Shows every claim of the bundle (or every key and count of a candidate
-    trust root) and asks before signing: only y signs; any other answer,
-    end of input or Ctrl-C writes nothing (exit 1). Without a terminal,
-    pass --yes.
+    trust root) and asks before signing: only y or yes signs; any other
+    answer, end of input or Ctrl-C writes nothing (exit 1), not even the
+    trust roots followed from --trust. Without a terminal, pass --yes.
     Without --out the file is signed in place. An existing --out file other
     than the bundle itself is refused (exit 4) unless --force.
 
@@ -413,7 +413,7 @@ def approve(
     approver = Approver(key if key is not None else home_path(home))
     if trust is not None:
         roots = [d for n, d in read_media(trust).items() if n.startswith("trust-root")]
-        approver.catch_up(roots)
+        approver.catch_up(roots, write=False)  # pinned once approved
     data = read_regular(bundle, 64 * 1024, "bundle or trust root")
     approver.unlock(read_passphrase(passphrase_file))
     pending = approver.prepare(data)  # every check; nothing signed yet
@@ -431,6 +431,7 @@ def approve(
     if not yes and not ask_yes(question):
         raise DeniedError("not-confirmed", f"{what} was not approved; nothing written")
     approved = approver.sign(pending)  # the envelope shown above, as it is
+    approver.pin()  # the roots followed from --trust
     target = out or bundle
     listed = target.parent / "SHA256SUMS"
     if out is None and listed.exists():
@@ -455,6 +456,11 @@ def _show_claims(c: Claims) -> None:
     say(f"  commands: {'; '.join(' '.join(p) for p in c.commands)}")
     say(f"  datasets: {', '.join(c.datasets) or 'none'}")
     say(f"  delivery: {', '.join(c.delivery)}; secret as {c.secret_name}")
+    say(
+        f"  issued {utc(c.issued_at)}, host key {c.host_key[:12]}, declaration "
+        f"{c.declaration.hex()[:12] or 'none'}, anchor "
+        + (f"seq {c.anchor_seq} {c.anchor_head.hex()[:12]}" if c.anchor_seq else "none")
+    )
 
 
 def _changes(old: TrustRoot, new: TrustRoot) -> list[str]:
@@ -476,6 +482,11 @@ def _changes(old: TrustRoot, new: TrustRoot) -> list[str]:
         f"{', '.join(sorted(k.roles))}"
         for kid, k in after.items()
         if kid in before and before[kid].roles != k.roles
+    ]
+    out += [
+        f"{kid[:12]} label {before[kid].label} -> {k.label}"
+        for kid, k in after.items()
+        if kid in before and before[kid].label != k.label
     ]
     for level, count in new.approvals.items():
         if old.approvals.get(level) != count:

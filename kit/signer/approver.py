@@ -93,14 +93,25 @@ class Approver:
             raise HomeError("the approver key is locked")
         return self._key
 
-    def catch_up(self, roots: list[bytes]) -> int:
+    def catch_up(self, roots: list[bytes], *, write: bool = True) -> int:
         """Follow newer trust roots by the rules hosts use (FORMAT.md 4.3).
-        Returns the version now pinned."""
+        Returns the version now pinned. ``write=False`` follows them in
+        memory only, until :meth:`pin` (kit approve pins nothing when the
+        approver declines)."""
         for new in successors(self.root, [load_trust_root(r) for r in roots]):
-            atomic_write(self.home / ROOT_FILE, new.envelope.raw)
+            if write:
+                atomic_write(self.home / ROOT_FILE, new.envelope.raw)
             self.root = new
             self._prepared = None  # checked against the root it replaced
         return self.root.version
+
+    def pin(self) -> None:
+        """Write the trust root followed in memory to the home, if newer."""
+        on_disk = load_trust_root(
+            read_regular(self.home / ROOT_FILE, 1 << 16, "trust root")
+        )
+        if self.root.version > on_disk.version:
+            atomic_write(self.home / ROOT_FILE, self.root.envelope.raw)
 
     def prepare(self, data: bytes) -> Pending:
         """Check a bundle or candidate trust root as :meth:`prepare_bundle` or
