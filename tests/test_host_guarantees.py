@@ -344,6 +344,22 @@ def test_expired_trust_root_refuses_every_release(world: World, tmp_path: Path) 
     exc = _deny(world, late.data, expiry + 20, tmp_path / "out")
     assert exc.code == "trust-root-expired"
     assert "expired 20 s ago" in str(exc)
+    assert "kit import here" in str(exc)  # the fix it names is the one below
+    # The signer renews; the host imports the renewed root and is whole again.
+    renewed, _, quorum = world.signer.propose(expiry + 30, ttl=400 * 86400)
+    assert quorum == 0
+    world.signer.install(renewed)
+    host = world.host()
+    try:
+        result = host.import_files(
+            tmp_path, world.signer.root_history(), now=expiry + 40
+        )
+        assert result.pinned and host.root.expires_at > expiry + 50
+    finally:
+        host.close()
+    _release(world, late.data, expiry + 50, tmp_path / "out")
+    last = world.receipts()[-1]
+    assert (last.event, last.bundle_id) == ("release", late.claims.bundle_id)
 
 
 def test_refusals_never_raise_the_clock_floor(world: World, tmp_path: Path) -> None:

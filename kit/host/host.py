@@ -525,7 +525,10 @@ class Host:
         if now + self.policy.leeway < floor:
             problems.append(f"the clock is {floor - now} s behind the clock floor")
         if now > self.root.expires_at:
-            problems.append("the pinned trust root has expired")
+            problems.append(
+                "the pinned trust root has expired: kit import the renewed one "
+                "(kit trust renew and kit export on the signer)"
+            )
         rl = self.revocations
         if self.revocation_unusable:
             problems.append(

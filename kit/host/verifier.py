@@ -160,8 +160,8 @@ def check_scope(
         raise DeniedError(
             "trust-root-expired",
             f"the pinned trust root expired {_span(now - root.expires_at)} ago; "
-            "get a renewed trust root from the signer and set the host up again "
-            "with it (kit host init)",
+            "import the renewed one from the signer's next export (kit trust "
+            "renew, then kit export there; kit import here)",
         )
     if now + leeway < floor:
         raise DeniedError(
