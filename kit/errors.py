@@ -59,7 +59,20 @@ class DeniedError(KitError):
 
 class MediaError(KitError):
     """Reading or writing a file or folder failed, or media content is inconsistent
-    with its manifest."""
+    with its manifest. ``reason`` is the reason code a host records for it:
+    ``unreadable``, or ``media-mismatch`` for media that disagrees with its
+    own manifest (FORMAT.md 5.5)."""
+
+    reason: str = "unreadable"
+
+
+def media_mismatch(message: str, evidence: bytes = b"") -> MediaError:
+    """Media that disagrees with its manifest: a file whose digest differs
+    (``evidence``, its bytes), or one the manifest does not list."""
+    exc = MediaError(message)
+    exc.reason = "media-mismatch"
+    exc.evidence = evidence
+    return exc
 
 
 class HomeError(KitError):

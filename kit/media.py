@@ -13,7 +13,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from kit.errors import FormatError, MediaError
+from kit.errors import FormatError, MediaError, media_mismatch
 from kit.formats import manifest
 from kit.fsutil import atomic_write, os_reason, read_regular
 
@@ -146,7 +146,7 @@ def read_media(
         raise MediaError(f"{folder}: no {manifest.NAME} manifest; refused")
     entries = _read_manifest(folder)
     for path, why in _strays(folder, entries):
-        raise MediaError(f"{path}: {why}; refused")
+        raise media_mismatch(f"{path}: {why}; refused")
     out: dict[str, bytes] = {}
     total = 0
     for name, digest in sorted(entries.items()):
@@ -159,9 +159,10 @@ def read_media(
             raise MediaError(f"{folder}: more than {TOTAL_CAP} bytes of media; refused")
         got = hashlib.sha256(data).hexdigest()
         if got != digest:
-            raise MediaError(
+            raise media_mismatch(
                 f"{folder / name}: SHA-256 {got[:16]}... does not match "
-                f"the manifest's {digest[:16]}...; refused"
+                f"the manifest's {digest[:16]}...; refused",
+                evidence=data,
             )
         out[name] = data
     return out

@@ -282,6 +282,22 @@ def test_cli_import_is_all_or_nothing(world: World, tmp_path: Path) -> None:
     assert proc.returncode == 4, proc.stderr
     assert b"does not match the manifest" in proc.stderr
     assert _inbox(world) == []
+    # The auditor tells a tampered stick from a mistyped folder: its own
+    # reason, and the digest of the file as it was found.
+    denial = world.receipts()[-1]
+    assert (denial.action, denial.reason) == ("import", "media-mismatch")
+    assert denial.bundle_digest == hashlib.sha256(victim.read_bytes()).digest()
+    (tampered / "extra.kit").write_bytes(b"x")
+    proc = world.kit("import", tampered, "--home", home)
+    assert proc.returncode == 4 and b"not listed in SHA256SUMS" in proc.stderr
+    assert world.receipts()[-1].reason == "media-mismatch"
+    proc = world.kit("import", tmp_path / "no-such-stick", "--home", home)
+    assert proc.returncode == 4, proc.stderr
+    denial = world.receipts()[-1]
+    assert (denial.reason, denial.bundle_digest) == (
+        "unreadable",
+        hashlib.sha256(b"").digest(),
+    )
 
     good = tmp_path / "good"
     ids = _import_media(world, good, {})

@@ -166,7 +166,7 @@ def reason_code(exc: KitError) -> str:
     if isinstance(exc, FormatError):
         return "malformed"
     if isinstance(exc, MediaError):
-        return "unreadable"
+        return exc.reason
     return "error"
 
 
