@@ -73,6 +73,34 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a socket or other special file"
+
+
+def check_replaceable(path: Path) -> None:
+    """MediaError unless ``path`` is absent or a regular file: what a write
+    by rename may replace."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise MediaError(f"cannot write {path}: {os_reason(exc)}") from None
+    if not stat.S_ISREG(found.st_mode):
+        raise MediaError(
+            f"cannot write {path}: it is {_kind(found.st_mode)}, not a regular "
+            "file; kit replaces only regular files"
+        )
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically and durably, then read it back.
 
@@ -80,8 +108,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     MediaError naming ``path`` and the OS's reason; the temporary file is then
     removed if possible, and a failure to remove it (on a read-only file
     system, say) never hides the first error. ``path`` itself is untouched
-    unless the rename happened.
+    unless the rename happened. Only a regular file is ever replaced: a
+    symbolic link, device, FIFO or socket at ``path`` is refused (the
+    rename would put a file in its place, and ``--force`` or root must not
+    turn /dev/null or a link into one).
     """
+    check_replaceable(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     created = False
     try:

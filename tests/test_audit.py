@@ -1300,9 +1300,11 @@ def test_terminal_output_escapes_control_characters(
     assert "\\x1b[2J" in out and b"\x1b" not in done.stdout + done.stderr
 
 
-def test_csv_replaces_a_planted_symlink_and_never_writes_through_one(
+def test_csv_refuses_a_planted_symlink_and_never_writes_through_one(
     world: World, audit: Audit, tmp_path: Path
 ) -> None:
+    """A link (or device, FIFO) where a report goes is refused, neither
+    followed nor replaced; a regular file there is replaced."""
     import os
 
     from kit.errors import MediaError
@@ -1317,9 +1319,14 @@ def test_csv_replaces_a_planted_symlink_and_never_writes_through_one(
     auditor = Auditor(audit.home)
     try:
         auditor.evaluate(T0, 300)
+        with pytest.raises(MediaError, match="it is a symbolic link, not a regular"):
+            write_csv(out, auditor.store)
+        assert (out / "bundles.csv").is_symlink()
+        assert victim.read_text() == "keep me"
+        (out / "bundles.csv").unlink()
+        (out / "bundles.csv").write_text("old")
         bundles, _ = write_csv(out, auditor.store)
         assert not bundles.is_symlink() and bundles.read_text().startswith("bundle_id")
-        assert victim.read_text() == "keep me"
         tmp = out / f".exceptions.csv.tmp-{os.getpid()}"
         tmp.symlink_to(victim)
         with pytest.raises(MediaError, match=r"exceptions\.csv"):

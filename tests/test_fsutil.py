@@ -173,3 +173,39 @@ def test_import_into_a_read_only_inbox_exits_4_naming_it(
     assert list(inbox.iterdir()) == []
     (denial,) = world.receipts()
     assert (denial.action, denial.reason) == ("import", "unreadable")
+
+
+def test_atomic_write_replaces_only_regular_files(tmp_path: Path) -> None:
+    """--force (or root) must never turn a link, FIFO or device into a file."""
+    import stat as st
+
+    from kit.errors import MediaError
+    from kit.fsutil import atomic_write
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    link = tmp_path / "link"
+    link.symlink_to(victim)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for path, kind in ((link, "a symbolic link"), (fifo, "a FIFO"),
+                       (folder, "a folder")):  # fmt: skip
+        before = os.lstat(path)
+        with pytest.raises(MediaError, match=f"it is {kind}, not a regular file"):
+            atomic_write(path, b"new")
+        after = os.lstat(path)
+        assert (st.S_IFMT(after.st_mode), after.st_ino) == (
+            st.S_IFMT(before.st_mode),
+            before.st_ino,
+        )
+    assert victim.read_bytes() == b"keep"
+    atomic_write(victim, b"new")  # a regular file is replaced
+    assert victim.read_bytes() == b"new"
+    if os.geteuid() == 0:  # a device node, as root could make one
+        dev = tmp_path / "null"
+        os.mknod(dev, 0o600 | st.S_IFCHR, os.makedev(1, 3))
+        with pytest.raises(MediaError, match="it is a device"):
+            atomic_write(dev, b"new")
+        assert st.S_ISCHR(os.lstat(dev).st_mode)

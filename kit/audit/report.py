@@ -21,7 +21,7 @@ from typing import IO, Any
 from kit.audit.auditor import Summary
 from kit.audit.codes import CODES, SEVERITIES, STATUSES
 from kit.errors import MediaError
-from kit.fsutil import atomic_write, fsync_dir, os_reason
+from kit.fsutil import atomic_write, check_replaceable, fsync_dir, os_reason
 from kit.storage.audit import AuditStore
 
 SCHEMA_VERSION = 1
@@ -144,9 +144,10 @@ def _atomic_csv(
 ) -> None:
     """Stream rows to a fresh temporary file beside ``path`` (created
     exclusively, never through a symbolic link), fsync it, rename it over
-    ``path`` (which replaces a link there rather than writing through it),
-    then fsync the folder: the approach of :func:`kit.fsutil.atomic_write`,
-    without holding the whole file in memory."""
+    ``path``, then fsync the folder: the approach of :func:`kit.fsutil.atomic_write`,
+    without holding the whole file in memory. Only a regular file there is
+    replaced (:func:`kit.fsutil.check_replaceable`)."""
+    check_replaceable(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     created = False
     try:
