@@ -430,3 +430,57 @@ def test_verify_and_run_import_no_dataclasses(world: World, tmp_path: Path) -> N
         assert done.returncode == 0, done.stderr
         assert said in done.stderr
         assert done.stdout.strip() == "[]", args
+
+
+def test_closed_standard_streams_are_not_internal_errors(
+    world: World, tmp_path: Path
+) -> None:
+    """kit verify with stdout closed (>&-) and kit run with stdin closed
+    (<&-) run as with the null device there."""
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(world.issue(max_uses=2).data)
+    home = str(world.host_home("build-01"))
+    closed_out = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", str(KIT), "verify", str(bundle),
+         "--task", TASK, "--home", home],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert closed_out.returncode == 0, closed_out.stderr
+    assert "internal error" not in closed_out.stderr
+    out = tmp_path / "out"
+    closed_in = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", str(KIT), "run", str(bundle),
+         "--task", TASK, "--home", home, "--", *child_argv(out, 0)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert closed_in.returncode == 0, closed_in.stderr
+    assert "internal error" not in closed_in.stderr and out.exists()
+
+
+def test_a_failed_exit_receipt_after_the_run_passes_the_status_on(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The command ran: its status is kit run's answer (a caller retrying on
+    124 would spend another use), and the missing exit receipt is said."""
+    from kit.errors import JournalError
+    from kit.host.host import Host
+
+    def full(*_: Any, **__: Any) -> None:
+        raise JournalError("a receipt could not be written (database or disk is full)")
+
+    monkeypatch.setattr(Host, "record_exit", full)
+    bundle = tmp_path / "b.kit"
+    issued = world.issue(max_uses=2)
+    bundle.write_bytes(issued.data)
+    out = tmp_path / "out"
+    status = fast.run_bundle(
+        bundle=str(bundle), task=TASK, command=list(child_argv(out, 3)),
+        home=world.host_home("build-01"), deliver="env", keep_env=None,
+        dataset=None, yes=True,
+    )  # fmt: skip
+    assert status == 3 and out.read_bytes() == issued.secret
+    err = capsys.readouterr().err
+    assert "ran and ended with status 3, but its exit receipt could not be " in err
+    assert "disk is full); the release receipt (use 1) stands" in err
+    assert [r.event for r in world.receipts()] == ["release"]

@@ -289,6 +289,7 @@ def run_bundle(
 ) -> int:
     """``kit run``: returns the exit status kit passes on (the child's own, or
     128 + N for a child ended by signal N); raises KitError on a refusal."""
+    from kit.errors import JournalError
     from kit.host.host import Host
     from kit.host.offline import forbid_network
     from kit.host.runner import make_delivery, resolve, run_child
@@ -304,7 +305,7 @@ def run_bundle(
         )
         confirm: Callable[[Claims], bool] | None = None
         if not yes:
-            confirm = _confirm if sys.stdin.isatty() else _no_tty
+            confirm = _confirm if sys.stdin and sys.stdin.isatty() else _no_tty
         release = host.authorize(
             data,
             task=task,
@@ -326,10 +327,26 @@ def run_bundle(
             delivery,
             on_start_error=lambda why: say(f"kit: {why} (the use is spent)"),
         )
-        host.record_exit(release, status=status, duration_ms=ms, now=int(time.time()))
+        try:
+            host.record_exit(
+                release, status=status, duration_ms=ms, now=int(time.time())
+            )
+        except JournalError as exc:
+            # The secret is out and the command has run: its status is the
+            # answer (a caller retrying on 124 would spend another use); the
+            # release receipt stands, and the missing exit receipt is said.
+            say(
+                f"kit: error: {argv[0]} ran and ended with status "
+                f"{_shell_status(status)}, but its exit receipt could not be "
+                f"written: {exc}; the release receipt (use {release.use}) stands"
+            )
     finally:
         host.close()
-    # A child ended by signal N reports -N; the shell convention is 128 + N.
+    return _shell_status(status)
+
+
+def _shell_status(status: int) -> int:
+    """A child ended by signal N reports -N; the shell convention is 128 + N."""
     return status if status >= 0 else 128 - status
 
 
@@ -446,6 +463,11 @@ def misplaced_command(argv: list[str]) -> str | None:
 
 def main() -> None:
     """The ``kit`` script."""
+    # A standard stream closed by the caller (<&- or >&-) is the null
+    # device: nothing to read, output dropped, never an internal error.
+    for stream, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, stream) is None:
+            setattr(sys, stream, open(os.devnull, mode))
     misplaced = misplaced_command(sys.argv[1:])
     if misplaced is not None:
         say(f"kit: error: {misplaced}")
