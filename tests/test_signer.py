@@ -11,7 +11,7 @@ from conftest import PASSPHRASE, T0, World
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from kit.crypto.seal import SealingKey
+from kit.crypto.seal import SealingKey, seal
 from kit.crypto.sign import SigningKey
 from kit.errors import (
     DeniedError,
@@ -240,6 +240,25 @@ def test_same_keys_under_another_name_are_refused(world: World) -> None:
     with pytest.raises(DeniedError, match="already enrolled as host build-01"):
         world.signer.enroll(request, T0)
     assert world.signer.ledger.get_host("build-99") is None
+
+
+@pytest.mark.parametrize("point", [bytes(32), b"\x01" + bytes(31)], ids=["zero", "one"])
+def test_a_low_order_hpke_key_is_refused_at_enrollment(
+    world: World, point: bytes
+) -> None:
+    """A key every shared secret with is zero can be sealed to by no one:
+    refused when enrolled, naming it, and never an internal error later."""
+    rkey = SigningKey.generate()
+    request = make_enrollment(
+        Enrollment("evil-01", "prod", point, rkey.public_key,
+                   hashlib.sha256(world.root_bytes).digest(), T0),
+        rkey,
+    )  # fmt: skip
+    with pytest.raises(FormatError, match="not a usable X25519 key"):
+        world.signer.enroll(request, T0)
+    assert world.signer.ledger.get_host("evil-01") is None
+    with pytest.raises(FormatError, match="not a usable X25519 key"):
+        seal(b"s", point, b"info")  # a ledger enrolled before this check
 
 
 def test_databases_are_private(world: World) -> None:

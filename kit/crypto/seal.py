@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PublicKey,
 )
 
-from kit.errors import DeniedError
+from kit.errors import DeniedError, FormatError
 
 SUITE_NAME = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/ChaCha20Poly1305"
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
@@ -53,7 +53,29 @@ class SealingKey:
 
 
 def seal(secret: bytes, public_key: bytes, info: bytes) -> bytes:
-    return _SUITE.encrypt(secret, _public_key(public_key), info=info)
+    """Seal to ``public_key``; FormatError when it is no usable X25519 key
+    (see :func:`check_public_key`)."""
+    try:
+        return _SUITE.encrypt(secret, _public_key(public_key), info=info)
+    except ValueError:
+        raise FormatError(_UNUSABLE) from None
+
+
+_UNUSABLE = (
+    "the host's HPKE public key is not a usable X25519 key (a low-order point, "
+    "with which every shared secret is zero)"
+)
+
+
+def check_public_key(raw: bytes) -> None:
+    """FormatError unless ``raw`` is an X25519 public key a secret can be
+    sealed to: RFC 7748 section 6.1 refuses the all-zero shared secret that
+    low-order points (all zeros, 1, ...) give whatever the private key, so
+    one exchange with a fresh key tells."""
+    try:
+        X25519PrivateKey.generate().exchange(_public_key(raw))
+    except ValueError:
+        raise FormatError(_UNUSABLE) from None
 
 
 @functools.lru_cache(maxsize=64)

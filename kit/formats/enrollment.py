@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kit import encoding
+from kit.crypto.seal import check_public_key
 from kit.crypto.sign import PUB_LEN, SigningKey, key_id
 from kit.errors import FormatError
 from kit.formats.envelope import open_self_signed, seal_envelope
@@ -61,6 +62,7 @@ def load_enrollment(data: bytes) -> Enrollment:
         created_at=f.time("created_at"),
     )
     f.done()
+    check_public_key(e.hpke_public)  # a key nothing can be sealed to is refused
     return e
 
 
