@@ -3,11 +3,17 @@ child alone, the environment is an allowlist, and nothing is left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import KIT, TASK, World
 
 from kit.errors import UsageError
 from kit.host import runner
@@ -116,3 +122,62 @@ def test_file_mode_without_tmpfs_is_refused(
     monkeypatch.setattr(runner, "TMPFS", tmp_path / "no-tmpfs")
     with pytest.raises(UsageError, match="tmpfs"):
         run_child(("/bin/true",), "S", SECRET, Delivery("file"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM])
+def test_a_stop_signal_leaves_no_secret_file(
+    world: World, tmp_path: Path, signum: int
+) -> None:
+    """A closed session (SIGHUP), a quit or a supervisor's stop reaches the
+    job; kit waits for it, writes the exit receipt and removes the file."""
+    record = tmp_path / "path"
+    script = 'printf %s "$KIT_SECRET_FILE" > "$0"; exec sleep 30'
+    issued = world.issue(commands=(("sh", "-c", script),))
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(issued.data)
+    proc = subprocess.Popen(
+        [str(KIT), "run", str(bundle), "--task", TASK, "--deliver", "file",
+         "--home", str(world.host_home("build-01")), "--", "sh", "-c", script,
+         str(record)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (record.exists() and record.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+        time.sleep(0.05)
+    secret_file = Path(record.read_text())
+    assert secret_file.read_bytes() == issued.secret
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, err
+    assert not secret_file.exists() and not secret_file.parent.exists()
+    last = world.receipts()[-1]
+    assert (last.event, last.exit_status) == ("exit", -signum)
+
+
+def test_a_signal_before_the_child_starts_removes_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the secret's file and the child: unwound, file removed, the
+    command never started, reported as ended by that signal."""
+    made: list[Path] = []
+    real = runner._tmpfs_file
+
+    @contextlib.contextmanager
+    def then_hang_up(secret: bytes) -> Iterator[Path]:
+        with real(secret) as path:
+            made.append(path)
+            os.kill(os.getpid(), signal.SIGHUP)
+            yield path
+
+    monkeypatch.setattr(runner, "_tmpfs_file", then_hang_up)
+    said: list[str] = []
+    status, _ = run_child(
+        ("/bin/sh", "-c", f"touch {tmp_path}/ran"), "S", SECRET, Delivery("file"),
+        on_start_error=said.append,
+    )  # fmt: skip
+    assert status == -signal.SIGHUP
+    assert said == [f"/bin/sh was not started: signal {int(signal.SIGHUP)} came first"]
+    assert made and not made[0].exists() and not made[0].parent.exists()
+    assert not (tmp_path / "ran").exists()
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # handlers restored

@@ -11,7 +11,7 @@ the secret by one of four delivery modes (docs/host.md):
 - ``stdin``: written to the child's standard input, which is then closed.
 
 Core dumps are disabled for kit and the child, so the secret cannot reach a
-core file; SIGINT and SIGTERM are forwarded to the child.
+core file; SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the child.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kit.encoding import check_env_name
 from kit.errors import DeniedError, FormatError, UsageError
@@ -169,46 +169,89 @@ def run_child(
     no_core_dumps()
     env = child_environment(delivery.keep_env)
     name = env_name.encode()
-    with contextlib.ExitStack() as stack:
-        pass_fds: tuple[int, ...] = ()
-        stdin = None
-        if delivery.mode == "env":
-            env[name] = secret
-        elif delivery.mode == "fd":
-            fd = stack.enter_context(_memfd(secret))
-            pass_fds = (fd,)
-            env[name + b"_FD"] = str(fd).encode()
-        elif delivery.mode == "file":
-            env[name + b"_FILE"] = os.fsencode(stack.enter_context(_tmpfs_file(secret)))
-        else:
-            stdin = subprocess.PIPE
-        start = time.monotonic()
-        try:
-            child = subprocess.Popen(
-                list(command), env=env, close_fds=True, pass_fds=pass_fds, stdin=stdin
+    try:
+        with contextlib.ExitStack() as stack:
+            # From here on, an interrupt, hang-up or quit never ends kit with
+            # the secret in a tmpfs file: before the child exists it unwinds
+            # (removing the file), after it is passed on to the child, whose end
+            # kit waits for as usual.
+            signals = stack.enter_context(_Forwarding())
+            pass_fds: tuple[int, ...] = ()
+            stdin = None
+            if delivery.mode == "env":
+                env[name] = secret
+            elif delivery.mode == "fd":
+                fd = stack.enter_context(_memfd(secret))
+                pass_fds = (fd,)
+                env[name + b"_FD"] = str(fd).encode()
+            elif delivery.mode == "file":
+                path = stack.enter_context(_tmpfs_file(secret))
+                env[name + b"_FILE"] = os.fsencode(path)
+            else:
+                stdin = subprocess.PIPE
+            start = time.monotonic()
+            try:
+                child = subprocess.Popen(
+                    list(command),
+                    env=env,
+                    close_fds=True,
+                    pass_fds=pass_fds,
+                    stdin=stdin,
+                )
+                signals.child = child
+            except (FileNotFoundError, PermissionError, OSError) as exc:
+                if on_start_error is not None:
+                    why = exc.strerror
+                    on_start_error(f"{command[0]} could not be started: {why}")
+                return (127 if isinstance(exc, FileNotFoundError) else 126), 0
+            finally:
+                env.clear()
+            if child.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    child.stdin.write(secret)
+                with contextlib.suppress(BrokenPipeError):
+                    child.stdin.close()
+            status = child.wait()
+    except Interrupted as exc:
+        if on_start_error is not None:
+            on_start_error(
+                f"{command[0]} was not started: signal {exc.signum} came first"
             )
-        except (FileNotFoundError, PermissionError, OSError) as exc:
-            if on_start_error is not None:
-                on_start_error(f"{command[0]} could not be started: {exc.strerror}")
-            return (127 if isinstance(exc, FileNotFoundError) else 126), 0
-        finally:
-            env.clear()
-        if child.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):
-                child.stdin.write(secret)
-            with contextlib.suppress(BrokenPipeError):
-                child.stdin.close()
-        status = _wait(child)
+        return -exc.signum, 0
     return status, int((time.monotonic() - start) * 1000)
 
 
-def _wait(child: subprocess.Popen[bytes]) -> int:
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        child.send_signal(signum)
+# What a terminal, a closed session or a supervisor sends to stop a job.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return child.wait()
-    finally:
-        for s, handler in previous.items():
+
+class Interrupted(Exception):
+    """A FORWARDED signal arrived before the child was started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum} before the command started")
+        self.signum = signum
+
+
+class _Forwarding:
+    """Pass FORWARDED signals on to the child once there is one; before
+    that, raise :class:`Interrupted` so that the secret's file is removed on
+    the way out. The previous handlers come back on leaving."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.child is None:
+            raise Interrupted(signum)
+        self.child.send_signal(signum)
+
+    def __enter__(self) -> _Forwarding:
+        for s in FORWARDED:
+            self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for s, handler in self._previous.items():
             signal.signal(s, handler)
