@@ -9,6 +9,7 @@ import fcntl
 import os
 import re
 import select
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KIT, TASK, World, child_argv
+from conftest import CHILD, KIT, TASK, World, child_argv
 
 from kit.formats.bundle import parse_bundle
 from kit.formats.trustroot import load_trust_root
@@ -144,6 +145,9 @@ def test_high_risk_prompt_refusals(
     )
     assert code == 120, text  # denied, as kit run reports it (CLI.md)
     assert "is HIGH risk" in text
+    # What this run would do, not only what the bundle allows.
+    assert f"this run: sh -c {shlex.quote(CHILD[2])} {out} 0" in text
+    assert "the secret goes to it as KIT_SECRET, by env" in text
     assert said in text
     assert (
         "kit: denied [not-confirmed]: the high-risk release was not confirmed" in text

@@ -305,7 +305,10 @@ def run_bundle(
         )
         confirm: Callable[[Claims], bool] | None = None
         if not yes:
-            confirm = _confirm if sys.stdin and sys.stdin.isatty() else _no_tty
+            if sys.stdin and sys.stdin.isatty():
+                confirm = lambda c: _confirm(c, argv, deliver)  # noqa: E731
+            else:
+                confirm = _no_tty
         release = host.authorize(
             data,
             task=task,
@@ -359,15 +362,20 @@ def _no_tty(c: Claims) -> bool:
     return False
 
 
-def _confirm(c: Claims) -> bool:
-    """Show a high-risk bundle's claims on the terminal and ask. Only ``y`` or
-    ``yes`` releases; end of input (Ctrl-D) and Ctrl-C are a refusal like
-    ``n``, so the host records ``not-confirmed`` and spends no use."""
+def _confirm(c: Claims, argv: tuple[str, ...], deliver: str) -> bool:
+    """Show a high-risk bundle's claims and what this run will do with it on
+    the terminal and ask. Only ``y`` or ``yes`` releases; end of input
+    (Ctrl-D) and Ctrl-C are a refusal like ``n``, so the host records
+    ``not-confirmed`` and spends no use."""
+    import shlex  # a terminal is there: the few ms are a person's
+
     say(f"kit: bundle {c.bundle_id} is HIGH risk")
     say(f"  identity {c.identity or '(ad hoc)'}, owner {c.owner}")
     say(f"  env {c.env}, task {c.task}, expires {utc(c.expires_at)}")
     say(f"  commands: {'; '.join(' '.join(p) for p in c.commands)}")
     say(f"  datasets: {', '.join(c.datasets) or 'none'}")
+    say(f"  this run: {shlex.join(argv)}")
+    say(f"  the secret goes to it as {c.secret_name}, by {deliver}")
     return ask_yes("Release the secret for this run? [y/N]: ")
 
 
