@@ -101,6 +101,14 @@ class Result:
         return str(b["status"])
 
 
+def summary_lines_of(audit: Audit, held: Path) -> list[str]:
+    """The terminal summary of the auditor home, given an input it holds."""
+    done = audit.w.kit("reconcile", "--home", audit.home, held)
+    assert done.returncode in (0, 1), done.stderr
+    text = (done.stdout + done.stderr).decode()
+    return [line for line in text.splitlines() if "receipt(s) from" in line]
+
+
 @pytest.fixture
 def audit(world: World, tmp_path: Path) -> Audit:
     return Audit(world, tmp_path)
@@ -465,8 +473,15 @@ def test_batch_before_its_ledger_export_is_held_then_counted(
     early = audit.reconcile(trip)
     assert early.codes() == {"unknown-host": 1}
     assert early.data["counts"]["receipts"] == 0
-    late = audit.reconcile(audit.ledger())
+    ledger = audit.ledger()
+    late = audit.reconcile(ledger)
     assert late.codes() == {} and late.status(issued.claims.bundle_id) == "used"
+    # Hosts that reported, apart from those the exports enroll.
+    counts = late.data["counts"]
+    assert counts["reporting_hosts"] == 1 and counts["hosts"] == len(HOSTS)
+    assert summary_lines_of(audit, ledger)[0].startswith(
+        f"2 receipt(s) from 1 of {len(HOSTS)} enrolled host(s); "
+    )
 
 
 def test_duplicate_receipts_count_once(

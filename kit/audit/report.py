@@ -46,7 +46,8 @@ def utc(t: int) -> str:
 def summary_lines(summary: Summary) -> list[str]:
     c = summary.counts
     lines = [
-        f"{c['receipts']} receipt(s) from {c['hosts']} host(s); {c['issuances']} "
+        f"{c['receipts']} receipt(s) from {c['reporting_hosts']} of "
+        f"{c['hosts']} enrolled host(s); {c['issuances']} "
         f"issuance(s) in {c['ledger_exports']} ledger export(s); {c['inputs']} "
         f"input(s) held ({summary.new_inputs} new, {summary.skipped_inputs} "
         "already held)",

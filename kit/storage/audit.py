@@ -549,6 +549,9 @@ class AuditStore:
             "ledger_exports": int(one("SELECT count(*) FROM exports").fetchone()[0]),
             "issuances": int(one("SELECT count(*) FROM issuances").fetchone()[0]),
             "hosts": int(one("SELECT count(*) FROM hosts").fetchone()[0]),
+            "reporting_hosts": int(
+                one("SELECT count(DISTINCT host) FROM receipts").fetchone()[0]
+            ),
             "receipts": int(one("SELECT count(*) FROM receipts").fetchone()[0]),
             "checkpoints": int(one("SELECT count(*) FROM checkpoints").fetchone()[0]),
         }
