@@ -60,6 +60,7 @@ def generate(folder: Path, receipts: int, hosts: int, now: int) -> Path:
     # issuance i goes to host i % hosts
     ids = [secrets.token_hex(16) for _ in range(receipts)]
     _ledger(folder / "ledger", issuer, names, host_keys, ids, start)
+    (folder / "receipts").mkdir()
     for h, (name, key) in enumerate(zip(names, host_keys, strict=True)):
         _journal(folder / "receipts", name, key, ids[h::hosts], start)
     return root_file

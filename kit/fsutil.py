@@ -101,6 +101,23 @@ def check_replaceable(path: Path) -> None:
         )
 
 
+def output_folder(folder: Path) -> None:
+    """Create ``folder`` for output if needed, but never its parents: a
+    missing parent is most often media that is not mounted, and writing to
+    the local disk instead would look like success. MediaError says so."""
+    try:
+        folder.mkdir(exist_ok=True)
+    except FileNotFoundError:
+        raise MediaError(
+            f"{folder}: its parent folder {folder.parent} does not exist (is the "
+            "media mounted?); nothing written"
+        ) from None
+    except OSError as exc:
+        raise MediaError(
+            f"{folder}: cannot create the folder ({os_reason(exc)})"
+        ) from None
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically and durably, then read it back.
 

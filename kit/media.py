@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kit.errors import FormatError, MediaError, media_mismatch
 from kit.formats import manifest
-from kit.fsutil import atomic_write, os_reason, read_regular
+from kit.fsutil import atomic_write, os_reason, output_folder, read_regular
 
 FILE_CAP = 64 * 1024 * 1024
 TOTAL_CAP = 256 * 1024 * 1024
@@ -95,12 +95,7 @@ def write_media(folder: Path, files: dict[str, bytes]) -> list[Path]:
     an unlisted ``notes.txt`` is refused (MediaError naming them): writing
     there would make media that kit then refuses to read.
     """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MediaError(
-            f"{folder}: cannot create the folder ({os_reason(exc)})"
-        ) from None
+    output_folder(folder)
     _check_folder(folder)
     entries = _read_manifest(folder)
     taken = {n.lower(): n for n in entries}

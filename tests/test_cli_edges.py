@@ -1022,3 +1022,21 @@ def test_candidate_changes_name_a_relabelled_key(world: World) -> None:
     assert _changes(old, old._replace(version=old.version + 1)) == [
         "nothing but the version"
     ]
+
+
+def test_an_output_folder_whose_parent_is_missing_is_refused(
+    world: World, tmp_path: Path
+) -> None:
+    """A stick that is not mounted is not silently replaced by a new folder
+    on the local disk: the last folder may be made, its parents not."""
+    unmounted = tmp_path / "media" / "usb"
+    proc = world.kit("export", "--home", world.signer_home, "--to", unmounted)
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    assert f"its parent folder {unmounted.parent} does not exist" in err
+    assert "is the media mounted?" in err and "Traceback" not in err
+    assert not (tmp_path / "media").exists()
+    (tmp_path / "media").mkdir()
+    proc = world.kit("export", "--home", world.signer_home, "--to", unmounted)
+    assert proc.returncode == 0, proc.stderr
+    assert (unmounted / "SHA256SUMS").is_file()

@@ -21,7 +21,13 @@ from typing import IO, Any
 from kit.audit.auditor import Summary
 from kit.audit.codes import CODES, SEVERITIES, STATUSES
 from kit.errors import MediaError
-from kit.fsutil import atomic_write, check_replaceable, fsync_dir, os_reason
+from kit.fsutil import (
+    atomic_write,
+    check_replaceable,
+    fsync_dir,
+    os_reason,
+    output_folder,
+)
 from kit.storage.audit import AuditStore
 
 SCHEMA_VERSION = 1
@@ -126,10 +132,7 @@ def neutralise(value: Any) -> Any:
 def write_csv(folder: Path, store: AuditStore) -> tuple[Path, Path]:
     """bundles.csv (one row per bundle) and exceptions.csv (one per
     exception), written beside each other, then renamed into place."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MediaError(f"cannot create {folder}: {os_reason(exc)}") from None
+    output_folder(folder)
     bundles, exceptions = folder / "bundles.csv", folder / "exceptions.csv"
     for path, columns, make in (
         (bundles, BUNDLE_COLUMNS, store.bundles),

@@ -12,7 +12,7 @@ import typer
 from kit import qr
 from kit.cli.common import JsonOpt, emit_json, handled, say
 from kit.errors import FormatError, MediaError, UsageError
-from kit.fsutil import atomic_write, os_reason, read_regular
+from kit.fsutil import atomic_write, output_folder, read_regular
 from kit.media import write_media
 
 qr_app = typer.Typer(
@@ -178,12 +178,7 @@ def _refuse_overwrite(pdf: Path | None, pngs: dict[Path, bytes], force: bool) ->
 
 
 def _write_pngs(out: Path, pngs: dict[Path, bytes]) -> list[Path]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MediaError(
-            f"{out}: cannot create the folder ({os_reason(exc)})"
-        ) from None
+    output_folder(out)
     for i, (path, data) in enumerate(pngs.items(), 1):
         if not _same(path, data):
             atomic_write(path, data)

@@ -62,8 +62,8 @@ def seal(secret: bytes, public_key: bytes, info: bytes) -> bytes:
 
 
 _UNUSABLE = (
-    "the host's HPKE public key is not a usable X25519 key (a low-order point, "
-    "with which every shared secret is zero)"
+    "the host's HPKE public key is not a usable X25519 key (not 32 bytes, or a "
+    "low-order point, with which every shared secret is zero)"
 )
 
 
