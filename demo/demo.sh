@@ -209,13 +209,19 @@ expect 0 kit export --home "$S" --to "$USB"
 ok "the trust root is on the stick"
 expect 0 "${ns[@]}" kit host init --home "$H" --name build-01 --env prod \
   --trust "$USB/trust-root.kit" --out "$W/enroll-build-01.kit"
-host_fp=$(grep -oE '([0-9a-f]{4} ){9}[0-9a-f]{4}' "$W/last.log")
+host_fp=$(grep -oE '([0-9a-f]{4} ){9}[0-9a-f]{4}' "$W/last.log" | sed -n 1p)
+request_fp=$(grep -oE '([0-9a-f]{4} ){9}[0-9a-f]{4}' "$W/last.log" | sed -n 2p)
 if [ -z "$signer_fp" ] || [ "$signer_fp" != "$host_fp" ]; then
   die "trust root fingerprints differ: signer '$signer_fp', host '$host_fp'"
 fi
 ok "fingerprint pinned by the host = the signer's: $host_fp"
 expect 0 kit enroll "$W/enroll-build-01.kit" --home "$S"
+enrolled_fp=$(grep -oE '([0-9a-f]{4} ){9}[0-9a-f]{4}' "$W/last.log")
+if [ -z "$request_fp" ] || [ "$request_fp" != "$enrolled_fp" ]; then
+  die "request fingerprints differ: host '$request_fp', signer '$enrolled_fp'"
+fi
 ok "host build-01 (env prod) and its public keys are in the signer's ledger"
+ok "request enrolled = the one the host made: $enrolled_fp"
 
 step "2. Operator: issue a bundle carrying a fresh API token"
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')

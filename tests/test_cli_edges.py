@@ -6,6 +6,7 @@ can read, and the environment variables docs/CLI.md must list."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import select
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import CHILD, KIT, TASK, World, child_argv
 
+from kit.crypto.sign import fingerprint
 from kit.formats.bundle import parse_bundle
 from kit.formats.trustroot import load_trust_root
 from kit.host.host import POLICY_FILE
@@ -1040,3 +1042,25 @@ def test_an_output_folder_whose_parent_is_missing_is_refused(
     proc = world.kit("export", "--home", world.signer_home, "--to", unmounted)
     assert proc.returncode == 0, proc.stderr
     assert (unmounted / "SHA256SUMS").is_file()
+
+
+def test_host_init_and_enroll_print_the_same_request_fingerprint(
+    world: World, tmp_path: Path
+) -> None:
+    """The operator can check out of band that the request enrolled is the
+    one the host made."""
+    request = tmp_path / "enroll.kit"
+    proc = world.kit("host", "init", "--home", tmp_path / "H", "--name", "build-77",
+                     "--env", "prod", "--trust", world.signer_home / ROOT_FILE,
+                     "--out", request)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    made = proc.stderr.decode()
+    want = fingerprint(hashlib.sha256(request.read_bytes()).digest())
+    assert f"fingerprint:\n  {want}\nRead it to the operator" in made
+    world.close()
+    world._signer = None
+    proc = world.kit("enroll", request, "--home", world.signer_home)
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stderr.decode()
+    assert f"request fingerprint:\n  {want}\n" in said
+    assert "if they differ: kit retire host build-77" in said

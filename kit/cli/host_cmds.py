@@ -6,6 +6,7 @@ with no interfaces.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Annotated
@@ -82,7 +83,9 @@ def host_init(
     say(f"pinned trust root {root.name} v{root.version}, fingerprint:")
     say(f"  {fingerprint(root.digest)}")
     say("Compare it with the one 'kit trust show' prints on the signer.")
-    say(f"enrollment request: {out or path / 'enrollment.kit'}")
+    say(f"enrollment request: {out or path / 'enrollment.kit'}, fingerprint:")
+    say(f"  {fingerprint(hashlib.sha256(request).digest())}")
+    say("Read it to the operator, who compares it with the one 'kit enroll' prints.")
 
 
 @host_app.command("status")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import sys
@@ -109,14 +110,19 @@ def enroll(
     Example: kit enroll /media/usb/enroll-build-01.kit
     """
     signer = Signer(home_path(home))
+    data = read_regular(request, 4096, "enrollment request")
     try:
-        e = signer.enroll(
-            read_regular(request, 4096, "enrollment request"), int(time.time())
-        )
+        e = signer.enroll(data, int(time.time()))
     finally:
         signer.close()
     say(f"enrolled host {e.host} for env {e.env}")
     say(f"receipt key: {e.receipt_key_id}")
+    say("request fingerprint:")
+    say(f"  {fingerprint(hashlib.sha256(data).digest())}")
+    say(
+        "Compare it with the one 'kit host init' printed on the host, by another "
+        f"channel, before issuing to it; if they differ: kit retire host {e.host}"
+    )
 
 
 @handled()
