@@ -7,6 +7,7 @@ refused by name. File times and directory order are never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -119,11 +120,21 @@ def write_media(folder: Path, files: dict[str, bytes]) -> list[Path]:
         )
     _check_listed(folder, entries, sorted(set(entries) - set(files)))
     written = []
-    for name, data in sorted(files.items()):
-        atomic_write(folder / name, data)
-        entries[name] = hashlib.sha256(data).hexdigest()
-        written.append(folder / name)
-    atomic_write(folder / manifest.NAME, manifest.render(entries))
+    new = [folder / n for n in sorted(files) if n not in entries]
+    try:
+        for name, data in sorted(files.items()):
+            atomic_write(folder / name, data)
+            entries[name] = hashlib.sha256(data).hexdigest()
+            written.append(folder / name)
+        atomic_write(folder / manifest.NAME, manifest.render(entries))
+    except MediaError:
+        # A full or pulled stick half-way: the files this call added are
+        # removed, so the folder is not left holding entries its manifest
+        # does not list (which read_media, and the next write, refuse).
+        for path in new:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
     return written
 
 

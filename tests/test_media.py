@@ -624,3 +624,31 @@ def test_cli_receipts_export_refuses_a_folder_with_notes(
     proc = world.kit("receipts", "export", "--home", home, "--to", clean)
     assert proc.returncode == 0, proc.stderr
     assert len(read_media(clean)) == 2
+
+
+def test_a_write_that_fails_half_way_leaves_no_unlisted_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stick that fills up before the manifest is written keeps what it
+    held before (listed), not new files its manifest lacks, so the next
+    write and read are not refused."""
+    import kit.media as media_mod
+    from kit.errors import MediaError
+
+    folder = tmp_path / "usb"
+    write_media(folder, {"bundle-a.kit": b"a"})
+    real = media_mod.atomic_write
+
+    def full_at_manifest(path: Path, data: bytes, mode: int = 0o644) -> None:
+        if path.name == "SHA256SUMS":
+            raise MediaError(f"cannot write {path}: no space left on device")
+        real(path, data, mode)
+
+    monkeypatch.setattr(media_mod, "atomic_write", full_at_manifest)
+    with pytest.raises(MediaError, match="no space left"):
+        write_media(folder, {"bundle-b.kit": b"b", "bundle-c.kit": b"c"})
+    monkeypatch.setattr(media_mod, "atomic_write", real)
+    assert sorted(p.name for p in folder.iterdir()) == ["SHA256SUMS", "bundle-a.kit"]
+    assert read_media(folder) == {"bundle-a.kit": b"a"}
+    write_media(folder, {"bundle-b.kit": b"b"})
+    assert read_media(folder) == {"bundle-a.kit": b"a", "bundle-b.kit": b"b"}
