@@ -652,3 +652,35 @@ def test_a_write_that_fails_half_way_leaves_no_unlisted_file(
     assert read_media(folder) == {"bundle-a.kit": b"a"}
     write_media(folder, {"bundle-b.kit": b"b"})
     assert read_media(folder) == {"bundle-a.kit": b"a", "bundle-b.kit": b"b"}
+
+
+def test_an_import_whose_inbox_fills_up_stages_nothing(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write failing after some bundles were staged removes them again:
+    'nothing imported' holds, and the denial receipt says so."""
+    import kit.host.host as host_mod
+    from kit.errors import MediaError
+
+    folder = tmp_path / "usb"
+    _import_media(world, folder, {})
+    real = host_mod.atomic_write
+    writes: list[Path] = []
+
+    def full_at_second(path: Path, data: bytes, mode: int = 0o644) -> None:
+        writes.append(path)
+        if len(writes) == 2:
+            raise MediaError(f"cannot write {path}: no space left on device")
+        real(path, data, mode)
+
+    monkeypatch.setattr(host_mod, "atomic_write", full_at_second)
+    host = world.host()
+    try:
+        with pytest.raises(MediaError, match=r"no space left.*nothing imported"):
+            host.import_media(folder, now=T0)
+    finally:
+        host.close()
+    assert len(writes) == 2 and writes[0].parent.name == "inbox"
+    assert _inbox(world) == []
+    (denial,) = world.receipts()
+    assert (denial.action, denial.event) == ("import", "deny")

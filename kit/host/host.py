@@ -7,6 +7,7 @@ this module; a refusal commits a denial receipt before it is raised.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -711,11 +712,22 @@ class Host:
                     f"bundle-{bundle_id}.kit (the staged copy has {held} "
                     "approval(s) this one lacks; kept it)"
                 )
-        # Bundles first: a failed write (read-only inbox) then leaves the
-        # pinned root and the list in force as they were. A bundle staged
-        # before a later step fails is harmless: it is checked again at use.
-        for v in staged.values():
-            atomic_write(self.inbox_path(v.claims.bundle_id), v.bundle.envelope.raw)
+        # Bundles first: a failed write (read-only or full inbox) then leaves
+        # the pinned root and the list in force as they were, and the bundles
+        # this import added are removed again, so "nothing imported" holds.
+        added: list[Path] = []
+        try:
+            for v in staged.values():
+                path = self.inbox_path(v.claims.bundle_id)
+                fresh = not os.path.lexists(path)
+                atomic_write(path, v.bundle.envelope.raw)
+                if fresh:
+                    added.append(path)
+        except MediaError:
+            for path in added:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
         for new in chain:
             self._pin(new)
         if newer is not None:
