@@ -11,9 +11,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import KIT, TASK, World
+from conftest import KIT, TASK, World, child_argv
 
 from kit.errors import UsageError
 from kit.host import runner
@@ -181,3 +182,47 @@ def test_a_signal_before_the_child_starts_removes_the_file(
     assert made and not made[0].exists() and not made[0].parent.exists()
     assert not (tmp_path / "ran").exists()
     assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # handlers restored
+
+
+def test_a_full_tmpfs_refuses_file_delivery_before_the_use_is_spent(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The secret's file is made and its room taken before the use is
+    counted: a full (or read-only) tmpfs is a refusal on record that costs
+    no use, not a release whose job never runs."""
+    import errno
+
+    from kit.cli import fast
+    from kit.errors import DeniedError
+
+    monkeypatch.setattr(runner, "TMPFS", tmp_path / "shm")
+    (tmp_path / "shm").mkdir()
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runner.os, "posix_fallocate", full)
+    issued = world.issue(max_uses=1)
+    bundle = tmp_path / "b.kit"
+    bundle.write_bytes(issued.data)
+    out = tmp_path / "out"
+    args: dict[str, Any] = {
+        "bundle": str(bundle), "task": TASK, "home": world.host_home("build-01"),
+        "deliver": "file", "keep_env": None, "dataset": None, "yes": True,
+    }  # fmt: skip
+    with pytest.raises(DeniedError, match="cannot reserve 8192 bytes") as denied:
+        fast.run_bundle(command=list(child_argv(out)), **args)
+    assert denied.value.code == "delivery-not-possible"
+    assert world.uses() == [] and not out.exists()
+    assert [(r.event, r.reason) for r in world.receipts()] == [
+        ("deny", "delivery-not-possible")
+    ]
+    assert list((tmp_path / "shm").iterdir()) == []  # nothing left behind
+    monkeypatch.undo()
+    monkeypatch.setattr(runner, "TMPFS", tmp_path / "shm")
+    script = 'cat "$KIT_SECRET_FILE" > "$0"; ls -l "$KIT_SECRET_FILE" >> "$0.ls"'
+    ok = world.issue(max_uses=1, commands=(("sh", "-c", script),))
+    bundle.write_bytes(ok.data)
+    status = fast.run_bundle(command=["sh", "-c", script, str(out)], **args)
+    assert status == 0 and out.read_bytes() == ok.secret  # exactly, not 8 KiB
+    assert list((tmp_path / "shm").iterdir()) == []

@@ -17,6 +17,7 @@ parsers cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -292,13 +293,20 @@ def run_bundle(
     from kit.errors import JournalError
     from kit.host.host import Host
     from kit.host.offline import forbid_network
-    from kit.host.runner import make_delivery, resolve, run_child
+    from kit.host.runner import make_delivery, reserved_file, resolve, run_child
 
     forbid_network()
     argv = tuple(command)
     datasets = tuple(dataset or ())
     delivery = make_delivery(deliver, tuple(keep_env or ()))
     host = Host(home_path(home))
+    slot = contextlib.ExitStack()  # a --deliver file file, made before the use
+    reserved: list[Path] = []
+
+    def ready() -> None:
+        if delivery.mode == "file":
+            reserved.append(slot.enter_context(reserved_file()))
+
     try:
         data = _read_or_deny(
             host, bundle, task=task, command=argv, action="run", datasets=datasets
@@ -318,6 +326,7 @@ def run_bundle(
             delivery=deliver,
             resolve=resolve,
             confirm=confirm,
+            ready=ready,
         )
         say(
             f"kit: released bundle {release.verified.claims.bundle_id} "
@@ -329,6 +338,7 @@ def run_bundle(
             release.secret,
             delivery,
             on_start_error=lambda why: say(f"kit: {why} (the use is spent)"),
+            reserved=reserved[0] if reserved else None,
         )
         try:
             host.record_exit(
@@ -344,6 +354,7 @@ def run_bundle(
                 f"written: {exc}; the release receipt (use {release.use}) stands"
             )
     finally:
+        slot.close()  # the reserved file and its folder, whatever happened
         host.close()
     return _shell_status(status)
 

@@ -420,6 +420,7 @@ class Host:
         delivery: str = "env",
         resolve: Callable[[tuple[str, ...]], str] | None = None,
         confirm: Callable[[Claims], bool] | None = None,
+        ready: Callable[[], None] | None = None,
     ) -> Release:
         """Verify, open the secret, find the program, then atomically count the
         use and commit the release receipt. Only after that commit is the
@@ -427,9 +428,10 @@ class Host:
 
         ``resolve`` maps the command to the program to start (raising
         DeniedError when there is none); ``confirm`` may ask a person to
-        approve a high-risk release. Both run after every check, so they never
-        hide a worse refusal, and before the use is counted, so a refusal
-        there costs no use.
+        approve a high-risk release; ``ready`` prepares the delivery (raising
+        DeniedError when it cannot be made, e.g. no room on tmpfs). All run
+        after every check, so they never hide a worse refusal, and before the
+        use is counted, so a refusal there costs no use.
         """
         request = Request(task, command, datasets, delivery)
         verified: Verified | None = None
@@ -450,6 +452,8 @@ class Host:
                 raise DeniedError(
                     "not-confirmed", "the high-risk release was not confirmed"
                 )
+            if ready is not None:
+                ready()
             build = self._builder(
                 now=now,
                 event="release",

@@ -32,7 +32,8 @@ from typing import Any, NamedTuple
 
 from kit.encoding import check_env_name
 from kit.errors import DeniedError, FormatError, UsageError
-from kit.formats.bundle import DELIVERY_MODES
+from kit.formats.bundle import DELIVERY_MODES, MAX_SECRET
+from kit.fsutil import os_reason
 
 MODES = DELIVERY_MODES
 # Variables a job may rely on; everything else must be asked for with keep.
@@ -138,6 +139,61 @@ def _tmpfs_file(secret: bytes) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def reserved_file(size: int = MAX_SECRET) -> Iterator[Path]:
+    """An empty 0600 file in a fresh 0700 folder on tmpfs with ``size`` bytes
+    already allocated, made before the use is counted: a tmpfs that is
+    missing, read-only or full then refuses the run (``delivery-not-possible``,
+    no use spent) instead of failing after the release. :func:`run_child`
+    writes the secret into it; the folder is removed on leaving."""
+    if not TMPFS.is_dir():
+        raise DeniedError(
+            "delivery-not-possible",
+            f"--deliver file needs a tmpfs at {TMPFS}; none here",
+        )
+    _sweep_stale(TMPFS)
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f"kit-{os.getpid()}-", dir=TMPFS))
+    except OSError as exc:
+        raise DeniedError(
+            "delivery-not-possible",
+            f"--deliver file: cannot make a folder in {TMPFS} ({os_reason(exc)})",
+        ) from None
+    try:
+        path = folder / "secret"
+        try:
+            fd = os.open(
+                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+            )
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise DeniedError(
+                "delivery-not-possible",
+                f"--deliver file: cannot reserve {size} bytes in {TMPFS} "
+                f"({os_reason(exc)})",
+            ) from None
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fill(path: Path, secret: bytes) -> Path:
+    """Write the secret into a file :func:`reserved_file` made (its space is
+    allocated, so this does not run out of it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    try:
+        view = memoryview(secret)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.ftruncate(fd, len(secret))
+    finally:
+        os.close(fd)
+    return path
+
+
 def _sweep_stale(tmpfs: Path) -> None:
     """Remove secret folders left by a kit that was killed (SIGKILL leaves no
     chance to clean up): ours by owner, named after a process that is gone."""
@@ -159,8 +215,13 @@ def run_child(
     secret: bytes,
     delivery: Delivery | None = None,
     on_start_error: Callable[[str], None] | None = None,
+    reserved: Path | None = None,
 ) -> tuple[int, int]:
     """Run ``command`` with the secret; return (status, milliseconds).
+
+    For file delivery, ``reserved`` is a file :func:`reserved_file` made
+    before the use was counted (its caller removes it); without one, a file
+    is made here.
 
     Status is the child's exit code, or minus the signal number that ended it,
     127 when it cannot be found and 126 when it cannot be executed.
@@ -185,7 +246,11 @@ def run_child(
                 pass_fds = (fd,)
                 env[name + b"_FD"] = str(fd).encode()
             elif delivery.mode == "file":
-                path = stack.enter_context(_tmpfs_file(secret))
+                path = (
+                    _fill(reserved, secret)
+                    if reserved is not None
+                    else stack.enter_context(_tmpfs_file(secret))
+                )
                 env[name + b"_FILE"] = os.fsencode(path)
             else:
                 stdin = subprocess.PIPE
