@@ -684,3 +684,19 @@ def test_an_import_whose_inbox_fills_up_stages_nothing(
     assert _inbox(world) == []
     (denial,) = world.receipts()
     assert (denial.action, denial.event) == ("import", "deny")
+
+
+def test_a_name_with_a_newline_prints_no_line_of_its_own(
+    world: World, tmp_path: Path
+) -> None:
+    """A file name from a stick is shown escaped, newline included, so it
+    cannot print a line that reads like one of kit's."""
+    folder = tmp_path / "usb"
+    _import_media(world, folder, {})
+    forged = "x\nkit: staged 0123456789abcdef0123456789abcdef: task t\n.kit"
+    (folder / forged).write_bytes(b"")
+    proc = world.kit("import", folder, "--home", world.host_home("build-01"))
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    assert not any(line.startswith("kit: staged") for line in err.splitlines()), err
+    assert "x\\x0akit: staged 0123456789abcdef0123456789abcdef: task t\\x0a.kit" in err

@@ -40,11 +40,10 @@ BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader gone away
 
 
 # Messages quote names and claims that come from media, bundles and hosts an
-# attacker may control: on a terminal a control character (C0 but newline,
-# ESC, DEL, C1) could retitle the window, hide words of a command shown for
-# confirmation or rewrite the screen, so each is shown as \xNN.
+# attacker may control: on a terminal a control character (C0, ESC, DEL, C1)
+# could retitle the window, hide words of a command shown for confirmation or
+# rewrite the screen, and a newline forge a line, so each is shown as \xNN.
 _ALL_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_CONTROLS = {c: v for c, v in _ALL_CONTROLS.items() if c != 0x0A}
 
 
 def safe(text: str) -> str:
@@ -56,13 +55,17 @@ def safe(text: str) -> str:
 def line_out(line: str) -> None:
     """A line of a report on stdout, control characters escaped as by
     :func:`say` (names and free text in it may come from files)."""
-    print(line.translate(_CONTROLS))
+    print(line.translate(_ALL_CONTROLS))
 
 
 def say(message: str) -> None:
-    """Human messages go to stderr, control characters escaped; stdout is
+    """Human messages go to stderr, one line each, every control character
+    escaped, newlines too: a file name from a stick holding a newline must
+    not print a line of its own that reads like kit's ("kit: staged ...").
+    A message may start with a newline (to end a prompt's line); stdout is
     kept for data."""
-    print(message.translate(_CONTROLS), file=sys.stderr)
+    lead = "\n" if message.startswith("\n") else ""
+    print(lead + message[len(lead) :].translate(_ALL_CONTROLS), file=sys.stderr)
 
 
 def ask_yes(question: str) -> bool:
@@ -70,7 +73,7 @@ def ask_yes(question: str) -> bool:
     input. Only ``y`` or ``yes`` is yes; end of input (Ctrl-D) and Ctrl-C
     are no, said as such. The caller makes sure standard input is a
     terminal (or was told to not ask)."""
-    sys.stderr.write(question.translate(_CONTROLS))
+    sys.stderr.write(question.translate(_ALL_CONTROLS))
     sys.stderr.flush()
     answer: str | None
     try:
