@@ -267,3 +267,15 @@ def test_databases_are_private(world: World) -> None:
         world.host_home("build-01") / "state.db",
     ):
         assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_bundle_outliving_the_trust_root_is_warned_of(world: World) -> None:
+    """Hosts will refuse it once the root expires: said, not refused."""
+    world.signer.warnings.clear()
+    root_expiry = world.signer.root.expires_at
+    world.issue(now=root_expiry - 600, ttl=3600)
+    (warning,) = world.signer.warnings
+    assert "after the trust root expires" in warning and "kit trust renew" in warning
+    world.signer.warnings.clear()
+    world.issue(now=root_expiry - 7200, ttl=3600)
+    assert world.signer.warnings == []

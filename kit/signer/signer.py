@@ -314,6 +314,12 @@ class Signer:
                 "approver key(s): add approvers first (kit approver init, kit trust "
                 "add-key)"
             )
+        if claims.expires_at > self.root.expires_at:
+            self.warnings.append(
+                f"this bundle is valid until {_utc(claims.expires_at)}, after the "
+                f"trust root expires ({_utc(self.root.expires_at)}): hosts refuse it "
+                "from then until they import a renewed root (kit trust renew)"
+            )
         claims_bytes = encoding.encode(claims.to_map())
         try:  # the same checks the host will make, so nothing unusable is issued
             bundle_fmt.decode_claims(claims_bytes)
@@ -591,3 +597,7 @@ class Signer:
 
 def root_file_name(version: int) -> str:
     return f"trust-root-v{version:06d}.kit"
+
+
+def _utc(t: int) -> str:
+    return f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%SZ}"
