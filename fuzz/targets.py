@@ -161,7 +161,7 @@ def _qr_frames() -> bytes:
     return "\n".join(qr.encode_frames(_batch(), frame_bytes=200)).encode()
 
 
-def _read_frames(data: bytes) -> None:
+def _read_frames(data: bytes) -> bytes:
     """The QR frame parser and reassembler: every line is a frame as decoded
     from an image; a complete message must match its id. Only a correct,
     complete message yields an object."""
@@ -174,7 +174,7 @@ def _read_frames(data: bytes) -> None:
     whole = qr.Reassembler(first.message, first.total)
     for f in frames:
         whole.add(f)
-    whole.result()
+    return whole.result()
 
 
 TARGETS: dict[str, tuple[Callable[[bytes], object], bytes]] = {

@@ -3,7 +3,10 @@ command run against the wrong home fails clearly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from kit.errors import HomeError
@@ -38,10 +41,29 @@ def check_new_home(path: Path) -> None:
         raise HomeError(f"{path} exists and is not empty; choose another --home")
 
 
-def create_home(path: Path, kind: str) -> None:
+@contextlib.contextmanager
+def new_home(path: Path, kind: str) -> Iterator[None]:
+    """Make a home of ``kind`` at ``path`` (absent or an empty folder): the
+    body writes its files; the marker that makes it a home is written last.
+    Should the body fail or be interrupted (Ctrl-C, a full disk), what it
+    wrote is removed, so the same init can simply be run again."""
     check_new_home(path)
+    existed = path.exists()
     ensure_private_dir(path)
-    atomic_write(path / MARKER, f"{kind}\n".encode(), 0o600)
+    try:
+        yield
+        atomic_write(path / MARKER, f"{kind}\n".encode(), 0o600)
+    except BaseException:
+        if existed:  # the folder was there, empty: leave it so
+            for entry in path.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def read_kind(path: Path) -> str:

@@ -279,3 +279,34 @@ def test_a_bundle_outliving_the_trust_root_is_warned_of(world: World) -> None:
     world.signer.warnings.clear()
     world.issue(now=root_expiry - 7200, ttl=3600)
     assert world.signer.warnings == []
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["new", "empty-folder"])
+def test_an_interrupted_init_leaves_no_half_home(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existed: bool
+) -> None:
+    """Ctrl-C (or a full disk) during kit signer init / kit host init removes
+    what it wrote: the same init then simply runs again."""
+    import kit.host.host as host_mod
+    import kit.signer.signer as signer_mod
+
+    home = tmp_path / "S"
+    if existed:
+        home.mkdir()
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(signer_mod, "SqliteLedger", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        signer_mod.init_signer(home, "acme", b"pw", now=T0, kdf_profile="interactive")
+    assert (list(home.iterdir()) == []) if existed else not home.exists()
+    monkeypatch.undo()
+    signer_mod.init_signer(home, "acme", b"pw", now=T0, kdf_profile="interactive")
+    assert (home / "KIT-HOME").read_text() == "signer\n"
+
+    host = tmp_path / "H"
+    monkeypatch.setattr(host_mod, "SqliteHostState", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        host_mod.init_host(host, "build-09", "prod", world.root_bytes, T0)
+    assert not host.exists()

@@ -43,7 +43,7 @@ from kit.formats import receipt as rfmt
 from kit.formats.envelope import MAX_SIGNATURES, parse_envelope_uniform
 from kit.formats.trustroot import TrustRoot, load_trust_root
 from kit.fsutil import atomic_write, check_not_writable_by_others, read_regular
-from kit.home import create_home, require_kind
+from kit.home import new_home, require_kind
 from kit.media import FILE_CAP
 from kit.storage.audit import AuditStore
 
@@ -65,13 +65,13 @@ def init_auditor(home: Path, root_bytes: bytes) -> TrustRoot:
     """Create an auditor home pinning ``root_bytes`` (a self-signed trust
     root; compare its fingerprint out of band)."""
     root = load_trust_root(root_bytes)
-    create_home(home, "auditor")
-    atomic_write(home / ROOT_FILE, root_bytes, 0o600)
-    store = AuditStore(home / DB_FILE)
-    try:
-        store.put_meta("trust_root_sha256", root.digest)
-    finally:
-        store.close()
+    with new_home(home, "auditor"):
+        atomic_write(home / ROOT_FILE, root_bytes, 0o600)
+        store = AuditStore(home / DB_FILE)
+        try:
+            store.put_meta("trust_root_sha256", root.digest)
+        finally:
+            store.close()
     return root
 
 

@@ -42,7 +42,7 @@ from kit.fsutil import (
     fsync_dir,
     read_regular,
 )
-from kit.home import create_home, require_kind
+from kit.home import new_home, require_kind
 from kit.host.policy import FILE as POLICY_FILE
 from kit.host.policy import HostPolicy, load_policy
 from kit.host.verifier import (
@@ -79,24 +79,27 @@ def init_host(
     root = load_trust_root(root_bytes)
     if now > root.expires_at:
         raise HomeError(f"trust root {root.name} v{root.version} has expired")
-    create_home(home, "host")
-    hpke, rkey = SealingKey.generate(), SigningKey.generate()
-    atomic_write(home / HPKE_KEY, hpke.raw_unsafe(), 0o600)
-    atomic_write(home / RECEIPT_KEY, rkey.seed_unsafe(), 0o600)
-    atomic_write(home / ROOT_FILE, root_bytes)
-    ensure_private_dir(home / INBOX)
-    atomic_write(home / POLICY_FILE, HostPolicy(environments=(env,)).to_toml().encode())
-    state = SqliteHostState(home / STATE_FILE)
-    state.put("name", name.encode())
-    state.put("env", env.encode())
-    state.put("trust_root_sha256", root.digest)
-    state.close()
-    from kit.formats.enrollment import Enrollment, make_enrollment
+    with new_home(home, "host"):
+        hpke, rkey = SealingKey.generate(), SigningKey.generate()
+        atomic_write(home / HPKE_KEY, hpke.raw_unsafe(), 0o600)
+        atomic_write(home / RECEIPT_KEY, rkey.seed_unsafe(), 0o600)
+        atomic_write(home / ROOT_FILE, root_bytes)
+        ensure_private_dir(home / INBOX)
+        atomic_write(
+            home / POLICY_FILE, HostPolicy(environments=(env,)).to_toml().encode()
+        )
+        state = SqliteHostState(home / STATE_FILE)
+        state.put("name", name.encode())
+        state.put("env", env.encode())
+        state.put("trust_root_sha256", root.digest)
+        state.close()
+        from kit.formats.enrollment import Enrollment, make_enrollment
 
-    request = make_enrollment(
-        Enrollment(name, env, hpke.public_key, rkey.public_key, root.digest, now), rkey
-    )
-    atomic_write(home / ENROLLMENT_FILE, request)
+        request = make_enrollment(
+            Enrollment(name, env, hpke.public_key, rkey.public_key, root.digest, now),
+            rkey,
+        )
+        atomic_write(home / ENROLLMENT_FILE, request)
     return request, root
 
 

@@ -23,7 +23,7 @@ from kit.fsutil import (
     check_private,
     read_regular,
 )
-from kit.home import create_home, require_kind
+from kit.home import new_home, require_kind
 
 KEY_FILE = "approver.key"
 PUB_FILE = "approver.pub"
@@ -43,16 +43,16 @@ def init_approver(
     file to hand to the signer (``kit trust add-key``)."""
     encoding.check_text(label, "approver label", encoding.NAME_RE)
     load_trust_root(root_bytes)
-    create_home(home, "approver")
-    key = SigningKey.generate()
-    atomic_write(
-        home / KEY_FILE,
-        atrest.seal_key(key.seed_unsafe(), passphrase, kdf_profile),
-        0o600,
-    )
-    atomic_write(home / ROOT_FILE, root_bytes)
-    pub = make_public_key_file(key, label, now)
-    atomic_write(home / PUB_FILE, pub)
+    with new_home(home, "approver"):
+        key = SigningKey.generate()
+        atomic_write(
+            home / KEY_FILE,
+            atrest.seal_key(key.seed_unsafe(), passphrase, kdf_profile),
+            0o600,
+        )
+        atomic_write(home / ROOT_FILE, root_bytes)
+        pub = make_public_key_file(key, label, now)
+        atomic_write(home / PUB_FILE, pub)
     return pub
 
 

@@ -42,7 +42,7 @@ from kit.fsutil import (
     ensure_private_dir,
     read_regular,
 )
-from kit.home import create_home, require_kind
+from kit.home import new_home, require_kind
 from kit.signer.identity import Identity
 from kit.storage.base import HostRecord, IssuanceRecord
 from kit.storage.sqlite import SqliteLedger
@@ -128,21 +128,21 @@ def init_signer(
     """Create a signer home: issuing key sealed under the passphrase, trust root
     v1 and an empty ledger. Returns the trust root."""
     encoding.check_text(name, "signer name", encoding.NAME_RE)
-    create_home(home, "signer")
-    key = SigningKey.generate()
-    atomic_write(
-        home / KEY_FILE,
-        atrest.seal_key(key.seed_unsafe(), passphrase, kdf_profile),
-        0o600,
-    )
-    root_bytes = make_trust_root(
-        name, key, version=1, created_at=now, expires_at=now + root_ttl
-    )
-    atomic_write(home / ROOT_FILE, root_bytes)
-    ensure_private_dir(home / ROOTS)
-    atomic_write(home / ROOTS / root_file_name(1), root_bytes)
-    ensure_private_dir(home / OUTBOX)
-    SqliteLedger(home / LEDGER_FILE).close()
+    with new_home(home, "signer"):
+        key = SigningKey.generate()
+        atomic_write(
+            home / KEY_FILE,
+            atrest.seal_key(key.seed_unsafe(), passphrase, kdf_profile),
+            0o600,
+        )
+        root_bytes = make_trust_root(
+            name, key, version=1, created_at=now, expires_at=now + root_ttl
+        )
+        atomic_write(home / ROOT_FILE, root_bytes)
+        ensure_private_dir(home / ROOTS)
+        atomic_write(home / ROOTS / root_file_name(1), root_bytes)
+        ensure_private_dir(home / OUTBOX)
+        SqliteLedger(home / LEDGER_FILE).close()
     log.debug("signer home created, issuer key %s", key.key_id)
     return load_trust_root(root_bytes)
 
