@@ -346,11 +346,17 @@ class Fields:
             raise FormatError(f"{self.what} has unknown field(s): {', '.join(unknown)}")
 
 
+# The common patterns in words, for messages people read.
+_IN_WORDS = {
+    HEX32_RE.pattern: "32 lowercase hex digits (an id as kit prints it)",
+    NAME_RE.pattern: "a name of 1 to 63 characters from a-z, 0-9, '.', '_' and "
+    "'-', starting with a letter or digit",
+}
+
+
 def check_text(value: Any, what: str, pattern: re.Pattern[str]) -> str:
     """Validate a free-standing string (e.g. an array element or a CLI value)."""
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise FormatError(
-            f"{what}: expected a string matching {pattern.pattern}, "
-            f"got {str(value)[:60]!r}"
-        )
+        wanted = _IN_WORDS.get(pattern.pattern, f"a string matching {pattern.pattern}")
+        raise FormatError(f"{what}: expected {wanted}, got {str(value)[:60]!r}")
     return value

@@ -772,7 +772,7 @@ def _through_import(
             h.secret,
             MediaError,
             "unreadable",
-            "no such file",
+            "is not staged on this host",
             "",
             h.task,
             h.command,

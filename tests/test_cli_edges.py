@@ -1064,3 +1064,15 @@ def test_host_init_and_enroll_print_the_same_request_fingerprint(
     said = proc.stderr.decode()
     assert f"request fingerprint:\n  {want}\n" in said
     assert "if they differ: kit retire host build-77" in said
+
+
+def test_a_bundle_id_not_staged_says_to_import_first(
+    world: World, tmp_path: Path
+) -> None:
+    home = world.host_home("build-01")
+    proc = world.kit("run", "ab" * 16, "--task", TASK, "--home", home, "--", "true")
+    err = proc.stderr.decode()
+    assert proc.returncode == 122, err  # unreadable, as kit run reports it
+    assert f"bundle {'ab' * 16} is not staged on this host: kit import" in err
+    deny = world.receipts()[-1]
+    assert (deny.event, deny.reason) == ("deny", "unreadable")

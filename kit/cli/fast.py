@@ -188,10 +188,19 @@ def _read_or_deny(
     datasets: tuple[str, ...] = (),
 ) -> bytes:
     """Read the bundle; an unreadable one is still a decision and gets a receipt."""
-    from kit.errors import KitError
+    from kit.errors import KitError, MediaError
 
+    path = _bundle_path(host, ref)
     try:
-        return host.read_bundle(_bundle_path(host, ref))
+        if not os.path.lexists(path):
+            raise MediaError(
+                f"bundle {ref} is not staged on this host: kit import the media "
+                "that carries it first (kit host status lists what is staged)"
+                if path != Path(ref)
+                else f"bundle {ref}: no such file (give a bundle file, or the id "
+                "of a bundle staged by kit import)"
+            )
+        return host.read_bundle(path)
     except KitError as exc:
         host.record_unreadable(
             exc,

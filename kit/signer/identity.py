@@ -701,7 +701,10 @@ def declaration_files(directory: Path) -> list[Path]:
     """Every ``*.toml`` under ``directory`` (recursively, sorted; symbolic links
     to folders are not followed). Raises MediaError when it cannot be listed."""
     if directory.is_symlink() or not directory.is_dir():
-        raise MediaError(f"{directory}: not a folder of identity declarations")
+        raise MediaError(
+            f"{directory}: not a folder of identity declarations (give the "
+            "policy folder with --bundles or KIT_BUNDLES)"
+        )
     found: list[Path] = []
 
     def fail(exc: OSError) -> None:
