@@ -700,3 +700,25 @@ def test_a_name_with_a_newline_prints_no_line_of_its_own(
     assert proc.returncode == 4, err
     assert not any(line.startswith("kit: staged") for line in err.splitlines()), err
     assert "x\\x0akit: staged 0123456789abcdef0123456789abcdef: task t\\x0a.kit" in err
+
+
+def test_import_says_how_many_uses_are_left(world: World, tmp_path: Path) -> None:
+    """Staged again after its use, a bundle is shown as spent, not as new."""
+    issued = world.issue(max_uses=1)
+    folder = tmp_path / "usb"
+    write_media(folder, {f"bundle-{issued.claims.bundle_id}.kit": issued.data})
+    home = world.host_home("build-01")
+    first = world.kit("import", folder, "--home", home, "--json")
+    assert first.returncode == 0, first.stderr
+    assert b"1 of 1 use(s) left, expires" in first.stderr
+    assert json.loads(first.stdout)[0]["uses_left"] == 1
+    host = world.host()
+    try:
+        out = child_argv(tmp_path / "o")
+        release = host.authorize(issued.data, task=TASK, command=out, now=T0)
+        host.record_exit(release, status=0, duration_ms=1, now=T0 + 1)
+    finally:
+        host.close()
+    again = world.kit("import", folder, "--home", home)
+    assert again.returncode == 0, again.stderr
+    assert b"0 of 1 use(s) left (spent), expires" in again.stderr

@@ -305,9 +305,15 @@ def import_cmd(
     host = Host(home_path(home))
     try:
         result = host.import_media(folder, now=int(time.time()))
+        staged = result.staged
+        left = {
+            v.claims.bundle_id: max(
+                0, v.claims.max_uses - len(host.state.uses(v.claims.bundle_id))
+            )
+            for v in staged
+        }
     finally:
         host.close()
-    staged = result.staged
     if json_out:
         emit_json(
             [
@@ -315,15 +321,17 @@ def import_cmd(
                     "bundle_id": v.claims.bundle_id,
                     "task": v.claims.task,
                     "expires_at": v.claims.expires_at,
+                    "uses_left": left[v.claims.bundle_id],
                 }
                 for v in staged
             ]
         )
     for v in staged:
         c = v.claims
+        n = left[c.bundle_id]
         say(
-            f"staged {c.bundle_id}: task {c.task}, env {c.env}, {c.max_uses} use(s), "
-            f"expires {utc(c.expires_at)}"
+            f"staged {c.bundle_id}: task {c.task}, env {c.env}, {n} of {c.max_uses} "
+            f"use(s) left{' (spent)' if n == 0 else ''}, expires {utc(c.expires_at)}"
         )
     for version in result.pinned:
         say(f"pinned trust root v{version} (checked against its predecessor)")
