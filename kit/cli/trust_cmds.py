@@ -107,8 +107,15 @@ def _rotate(
             f"trust root v{new.version} changes the approvers or approval counts, so "
             f"{needed} current approver(s) must co-sign it before it takes effect:"
         )
-        say(f"  1. each approver: kit approve {candidate} --home APPROVER_HOME")
-        say(f"  2. then here:     kit trust install {candidate}")
+        say(
+            f"  1. carry {candidate.name} in a folder of its own, with a fresh "
+            "kit export for the approvers to catch up from"
+        )
+        say(
+            f"  2. each approver: kit approve FOLDER/{candidate.name} --trust "
+            "EXPORT --home APPROVER_HOME"
+        )
+        say(f"  3. then here:     kit trust install {candidate}")
     else:
         say(
             f"trust root v{new.version} made and signed; kit export carries it to hosts"
