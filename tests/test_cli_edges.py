@@ -811,6 +811,9 @@ def test_approve_shows_a_candidate_roots_keys_and_changes_then_asks(
     alice = _approver(world, tmp_path)  # trust root v2 names alice
     proc = world.kit("trust", "approvals", "--high", "1", "--home", world.signer_home)
     assert proc.returncode == 0, proc.stderr
+    told = proc.stderr.decode()  # how to get it co-signed, catch-up included
+    assert "kit approve FOLDER/candidate-v000003.kit --trust EXPORT" in told
+    assert "kit trust install " in told
     usb = tmp_path / "usb"
     proc = world.kit("export", "--home", world.signer_home, "--to", usb)
     assert proc.returncode == 0, proc.stderr
