@@ -121,6 +121,13 @@ def write_media(folder: Path, files: dict[str, bytes]) -> list[Path]:
     _check_listed(folder, entries, sorted(set(entries) - set(files)))
     written = []
     new = [folder / n for n in sorted(files) if n not in entries]
+    # The listed files about to be replaced (a re-signed revocations.kit, a
+    # bundle approved in place), kept to be put back should the write fail.
+    replaced = {
+        n: read_regular(folder / n, FILE_CAP, "media file")
+        for n in sorted(files)
+        if n in entries
+    }
     try:
         for name, data in sorted(files.items()):
             atomic_write(folder / name, data)
@@ -129,11 +136,15 @@ def write_media(folder: Path, files: dict[str, bytes]) -> list[Path]:
         atomic_write(folder / manifest.NAME, manifest.render(entries))
     except MediaError:
         # A full or pulled stick half-way: the files this call added are
-        # removed, so the folder is not left holding entries its manifest
-        # does not list (which read_media, and the next write, refuse).
+        # removed and those it replaced put back as they were, so the folder
+        # still matches its manifest (read_media, and the next write, would
+        # refuse it otherwise, as if it had been tampered with).
         for path in new:
             with contextlib.suppress(OSError):
                 path.unlink()
+        for name, data in replaced.items():
+            with contextlib.suppress(MediaError):
+                atomic_write(folder / name, data)
         raise
     return written
 

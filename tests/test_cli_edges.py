@@ -1079,3 +1079,20 @@ def test_a_bundle_id_not_staged_says_to_import_first(
     assert f"bundle {'ab' * 16} is not staged on this host: kit import" in err
     deny = world.receipts()[-1]
     assert (deny.event, deny.reason) == ("deny", "unreadable")
+
+
+def test_host_init_refuses_a_link_as_out_before_making_the_home(
+    world: World, tmp_path: Path
+) -> None:
+    """Even with --force: nothing half made, and the same init runs again."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    home = tmp_path / "H"
+    args = ["host", "init", "--home", home, "--name", "build-78", "--env", "prod",
+            "--trust", world.signer_home / ROOT_FILE]  # fmt: skip
+    proc = world.kit(*args, "--out", link, "--force")
+    assert proc.returncode == 4, proc.stderr
+    assert b"it is a symbolic link, not a regular file" in proc.stderr
+    assert not home.exists() and link.is_symlink()
+    proc = world.kit(*args, "--out", tmp_path / "enroll.kit")
+    assert proc.returncode == 0, proc.stderr

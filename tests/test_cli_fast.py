@@ -148,6 +148,13 @@ def test_parse_leaves_the_rest_to_typer(name: str, args: list[str]) -> None:
         (["run", "b", "--task", "t", "python3", "--", "job.py"], "before '--'"),
         (["run", "b", "x", "--home", "h", "--task=t", "--", "true"], "before '--'"),
         (["run", "b", "--task", "t", "--", "x", "--yes"], None),
+        # '--' as an option's value is that value, as click reads it.
+        (
+            ["run", "b", "--home", "--", "true", "--deliver", "stdin", "--", "x"],
+            "before '--'",
+        ),
+        (["run", "b", "--task", "--", "x"], "after '--'"),
+        (["run", "b", "--task", "--help", "--", "x"], None),
         (["run", "--yes", "b", "--dataset", "d", "--task", "t", "--", "x"], None),
         (["run", "--help"], None),
         (["run", "b", "--bogus", "v", "--", "x"], None),  # typer names --bogus

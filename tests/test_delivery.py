@@ -226,3 +226,57 @@ def test_a_full_tmpfs_refuses_file_delivery_before_the_use_is_spent(
     status = fast.run_bundle(command=["sh", "-c", script, str(out)], **args)
     assert status == 0 and out.read_bytes() == ok.secret  # exactly, not 8 KiB
     assert list((tmp_path / "shm").iterdir()) == []
+
+
+def test_the_reserved_file_is_removed_before_run_child_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only after the exit receipt (which may wait for a lock while a
+    stop signal would end kit with the secret still on tmpfs)."""
+    monkeypatch.setattr(runner, "TMPFS", tmp_path)
+    with runner.reserved_file() as path:
+        status, _ = run_child(
+            ("/bin/sh", "-c", f'cat "$S_FILE" > {tmp_path}/got'), "S", SECRET,
+            Delivery("file"), reserved=path,
+        )  # fmt: skip
+        assert status == 0 and (tmp_path / "got").read_bytes() == SECRET
+        assert not path.exists() and not path.parent.exists()
+
+
+def test_a_signal_while_the_child_starts_reaches_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop signal during Popen (after the fork) is passed on to the job,
+    which kit then waits for: never reported as 'not started' while the job
+    runs with the secret."""
+    real = subprocess.Popen
+
+    def then_terminated(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        child = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return child
+
+    monkeypatch.setattr(runner.subprocess, "Popen", then_terminated)
+    said: list[str] = []
+    status, _ = run_child(
+        ("/bin/sh", "-c", f"sleep 5; touch {tmp_path}/finished"), "S", SECRET,
+        Delivery("file"), on_start_error=said.append,
+    )  # fmt: skip
+    assert status == -signal.SIGTERM and said == []
+    assert not (tmp_path / "finished").exists()
+
+
+def test_an_ignored_hang_up_stays_ignored(tmp_path: Path) -> None:
+    """Under nohup the job must survive the session closing, as before."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        status, _ = run_child(
+            ("/bin/sh", "-c", f"grep SigIgn /proc/self/status > {tmp_path}/ign"),
+            "S", SECRET,
+        )  # fmt: skip
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert status == 0
+    mask = int((tmp_path / "ign").read_text().split()[1], 16)
+    assert mask & (1 << (signal.SIGHUP - 1))

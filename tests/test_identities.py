@@ -529,7 +529,9 @@ def test_cli_check_unreadable_folder_exits_4(tmp_path: Path) -> None:
 def test_cli_show(tmp_path: Path) -> None:
     code, out, _ = cli("show", "release-publish-prod", "--dir", str(SHIPPED))
     assert code == 0
-    assert "risk:         high, 2 approval(s) required" in out
+    assert "risk:         high, 2 approval(s) required" in out.splitlines()
+    assert out.splitlines()[0] == "name:         release-publish-prod"
+    assert "\\x0a" not in out  # one row per line, not escaped newlines
     code, out, _ = cli("show", "test-harness-dev", "--dir", str(SHIPPED), "--json")
     assert code == 0
     assert json.loads(out)["commands"] == [

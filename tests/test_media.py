@@ -647,6 +647,10 @@ def test_a_write_that_fails_half_way_leaves_no_unlisted_file(
     monkeypatch.setattr(media_mod, "atomic_write", full_at_manifest)
     with pytest.raises(MediaError, match="no space left"):
         write_media(folder, {"bundle-b.kit": b"b", "bundle-c.kit": b"c"})
+    # A listed file replaced (a re-signed list, a bundle approved in place)
+    # is put back as it was.
+    with pytest.raises(MediaError, match="no space left"):
+        write_media(folder, {"bundle-a.kit": b"a, approved", "bundle-d.kit": b"d"})
     monkeypatch.setattr(media_mod, "atomic_write", real)
     assert sorted(p.name for p in folder.iterdir()) == ["SHA256SUMS", "bundle-a.kit"]
     assert read_media(folder) == {"bundle-a.kit": b"a"}

@@ -34,6 +34,7 @@ from kit.cli.plain import (
     say,
 )
 from kit.errors import FormatError, HomeError, KitError, MediaError, UsageError
+from kit.fsutil import check_replaceable
 from kit.home import default_home
 
 # The typer-free part lives in kit/cli/plain.py (the hot path shares it);
@@ -190,6 +191,7 @@ def refuse_existing(out: Path | None, force: bool) -> None:
         raise MediaError(f"{out}: folder {folder} does not exist; nothing written")
     if out.is_dir():
         raise MediaError(f"{out} is a folder; nothing written")
+    check_replaceable(out)  # a link, FIFO or device: refused even with --force
     if not os.access(folder, os.W_OK | os.X_OK):
         raise MediaError(f"{out}: folder {folder} is not writable; nothing written")
 

@@ -458,29 +458,39 @@ def misplaced_command(argv: list[str]) -> str | None:
     name_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     if name_at is None or argv[name_at] != "run":
         return None
-    args = argv[name_at + 1 :]
-    head = args[: args.index("--")] if "--" in args else args
-    if "--help" in head or "--" in argv[:name_at]:
+    if "--" in argv[:name_at]:
         return None
-    if "--" not in args:
+    args = argv[name_at + 1 :]
+    options = COMMANDS["run"].options
+    # Walk kit's words as click will: an option that takes a value takes the
+    # next word whatever it is, '--' included; the first '--' that is not a
+    # value ends kit's words.
+    positionals, i, cut, unknown = 0, 0, None, False
+    while i < len(args):
+        word = args[i]
+        i += 1
+        if word == "--":
+            cut = i
+            break
+        if word == "--help":
+            return None
+        if not word.startswith("-"):
+            positionals += 1
+            continue
+        option, eq, _ = word.partition("=")
+        if option not in options:
+            unknown = True  # typer names it, once the '--' is there
+            continue
+        if options[option][1] != FLAG and not eq:
+            i += 1  # its value
+    if cut is not None and unknown:
+        return None
+    if cut is None:
         return (
             "put the command to run after '--' (kit run BUNDLE --task TASK -- "
             "CMD [ARGS]...), so that none of its words is read as an option "
             "of kit's"
         )
-    options = COMMANDS["run"].options
-    positionals, i = 0, 0
-    while i < len(head):
-        token = head[i]
-        i += 1
-        if not token.startswith("-"):
-            positionals += 1
-            continue
-        option, eq, _ = token.partition("=")
-        if option not in options:
-            return None  # typer names the unknown option
-        if options[option][1] != FLAG and not eq:
-            i += 1  # its value
     if positionals > 1:
         return (
             "only the bundle and kit's options may come before '--'; the "

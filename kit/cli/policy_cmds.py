@@ -160,7 +160,8 @@ def show(
     if json_out:
         emit_json(identity.to_map())
         return
-    line_out("\n".join(_human(identity)))
+    for line in _human(identity):
+        line_out(line)
 
 
 @handled()

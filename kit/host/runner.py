@@ -194,6 +194,14 @@ def _fill(path: Path, secret: bytes) -> Path:
     return path
 
 
+def _remove_reserved(path: Path) -> None:
+    """The secret's file and its folder, made by :func:`reserved_file`."""
+    with contextlib.suppress(OSError):
+        path.unlink()
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
+
+
 def _sweep_stale(tmpfs: Path) -> None:
     """Remove secret folders left by a kit that was killed (SIGKILL leaves no
     chance to clean up): ours by owner, named after a process that is gone."""
@@ -246,15 +254,18 @@ def run_child(
                 pass_fds = (fd,)
                 env[name + b"_FD"] = str(fd).encode()
             elif delivery.mode == "file":
-                path = (
-                    _fill(reserved, secret)
-                    if reserved is not None
-                    else stack.enter_context(_tmpfs_file(secret))
-                )
+                if reserved is not None:
+                    # Removed here, while signals are still passed on, not
+                    # only by the caller after the exit receipt.
+                    stack.callback(_remove_reserved, reserved)
+                    path = _fill(reserved, secret)
+                else:
+                    path = stack.enter_context(_tmpfs_file(secret))
                 env[name + b"_FILE"] = os.fsencode(path)
             else:
                 stdin = subprocess.PIPE
             start = time.monotonic()
+            signals.check()
             try:
                 child = subprocess.Popen(
                     list(command),
@@ -263,7 +274,7 @@ def run_child(
                     pass_fds=pass_fds,
                     stdin=stdin,
                 )
-                signals.child = child
+                signals.started(child)
             except (FileNotFoundError, PermissionError, OSError) as exc:
                 if on_start_error is not None:
                     why = exc.strerror
@@ -299,21 +310,40 @@ class Interrupted(Exception):
 
 
 class _Forwarding:
-    """Pass FORWARDED signals on to the child once there is one; before
-    that, raise :class:`Interrupted` so that the secret's file is removed on
-    the way out. The previous handlers come back on leaving."""
+    """Pass FORWARDED signals on to the child once there is one. One that
+    arrives before is only noted (a handler never raises: an exception out
+    of one could surface anywhere, even inside Popen after the child was
+    started): :meth:`check` raises :class:`Interrupted` for it before the
+    child is started, and :meth:`started` passes it on to a child started
+    meanwhile. Signals ignored when kit started (``nohup``, a shell's
+    background job) stay ignored, for kit and for the child. The previous
+    handlers come back on leaving."""
 
     def __init__(self) -> None:
         self.child: subprocess.Popen[bytes] | None = None
+        self.pending: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.child is None:
-            raise Interrupted(signum)
-        self.child.send_signal(signum)
+            self.pending = self.pending or signum
+        else:
+            self.child.send_signal(signum)
+
+    def check(self) -> None:
+        """Raise Interrupted for a signal noted before the child started."""
+        if self.pending is not None:
+            raise Interrupted(self.pending)
+
+    def started(self, child: subprocess.Popen[bytes]) -> None:
+        self.child = child
+        if self.pending is not None:  # came while Popen ran
+            child.send_signal(self.pending)
 
     def __enter__(self) -> _Forwarding:
         for s in FORWARDED:
+            if signal.getsignal(s) is signal.SIG_IGN:
+                continue
             self._previous[s] = signal.signal(s, self._handle)
         return self
 
