@@ -53,7 +53,7 @@ def new_home(path: Path, kind: str) -> Iterator[None]:
     try:
         yield
         atomic_write(path / MARKER, f"{kind}\n".encode(), 0o600)
-    except BaseException:
+    except BaseException:  # Ctrl-C too: clean up, then re-raise as it came
         if existed:  # the folder was there, empty: leave it so
             for entry in path.iterdir():
                 if entry.is_dir() and not entry.is_symlink():

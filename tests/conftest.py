@@ -209,6 +209,26 @@ class World:
             host.close()
         return issued
 
+    def damage_ledger_table(self, table: str) -> None:
+        """Close the signer (the CLI opens its home itself) and overwrite the
+        root page of ``table`` in the ledger with 0xff bytes, as a failing
+        disk might: SQLite then reports the database malformed."""
+        self.close()
+        self._signer = None
+        ledger = self.signer_home / "ledger.db"
+        db = sqlite3.connect(ledger)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            (size,) = db.execute("PRAGMA page_size").fetchone()
+            (page,) = db.execute(
+                "SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+            ).fetchone()
+        finally:
+            db.close()
+        with open(ledger, "r+b") as f:
+            f.seek((page - 1) * size)
+            f.write(b"\xff" * size)
+
     # -- host state, read from outside ----------------------------------------
 
     def host(self, name: str = "build-01") -> Host:

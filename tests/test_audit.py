@@ -223,21 +223,8 @@ def test_database_failure_during_ledger_export_is_a_home_error(
     no traceback, no export on the media and none recorded as prepared."""
     world.issue()
     world.issue()
-    world.close()
-    world._signer = None  # the CLI opens the signer home itself
+    world.damage_ledger_table("bundles")
     ledger = world.signer_home / "ledger.db"
-    db = sqlite3.connect(ledger)
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        (size,) = db.execute("PRAGMA page_size").fetchone()
-        (page,) = db.execute(
-            "SELECT rootpage FROM sqlite_master WHERE name = 'bundles'"
-        ).fetchone()
-    finally:
-        db.close()
-    with open(ledger, "r+b") as f:
-        f.seek((page - 1) * size)
-        f.write(b"\xff" * size)
     usb = tmp_path / "usb"
     done = world.kit("ledger", "export", "--to", usb, "--home", world.signer_home)
     err = done.stderr.decode()

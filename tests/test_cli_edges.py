@@ -964,21 +964,7 @@ def test_a_database_failure_no_method_claims_is_a_home_error(
     of its own (kit inventory) is a home error (5) naming SQLite's reason,
     not an internal error with its type only."""
     world.issue()
-    world.close()
-    world._signer = None  # the CLI opens the signer home itself
-    ledger = world.signer_home / "ledger.db"
-    db = sqlite3.connect(ledger)
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        (size,) = db.execute("PRAGMA page_size").fetchone()
-        (page,) = db.execute(
-            "SELECT rootpage FROM sqlite_master WHERE name = 'bundles'"
-        ).fetchone()
-    finally:
-        db.close()
-    with open(ledger, "r+b") as f:
-        f.seek((page - 1) * size)
-        f.write(b"\xff" * size)
+    world.damage_ledger_table("bundles")
     proc = world.kit("inventory", "--home", world.signer_home,
                      "--bundles", ROOT / "bundles")  # fmt: skip
     err = proc.stderr.decode()
