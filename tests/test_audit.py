@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sqlite3
 import struct
@@ -25,7 +26,7 @@ from conftest import CHILD, DAY, HOSTS, T0, TASK, World, child_argv
 
 from kit.audit.auditor import Auditor, Input, init_auditor
 from kit.audit.codes import CODES, SEVERITIES, STATUSES
-from kit.audit.report import neutralise, write_csv
+from kit.audit.report import iso, neutralise, write_csv
 from kit.errors import DeniedError, FormatError, HomeError, UnauthenticatedError
 from kit.formats import ledger_export as lx
 from kit.formats import receipt as rfmt
@@ -361,6 +362,9 @@ def test_clean_run_exits_0_and_writes_every_report(
     assert [(r["bundle_id"], r["status"], r["uses"]) for r in rows] == [
         (used.claims.bundle_id, "used", "1")
     ]
+    # Times as ISO 8601 UTC, which a spreadsheet reads as dates.
+    assert rows[0]["expires_at"] == iso(used.claims.expires_at)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows[0]["last_use"])
     assert list(csv.reader((out / "exceptions.csv").open())) == [
         [
             "code",

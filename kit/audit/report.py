@@ -129,17 +129,32 @@ def neutralise(value: Any) -> Any:
     return value
 
 
+# The bundles.csv columns that hold times: ISO 8601 UTC text there, which
+# spreadsheets read as dates (JSON keeps Unix seconds); empty for none.
+_CSV_TIMES = frozenset(
+    BUNDLE_COLUMNS.index(c) for c in ("not_before", "expires_at", "last_use")
+)
+
+
+def iso(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else ""
+
+
+def _bundle_rows(store: AuditStore) -> Generator[tuple[Any, ...]]:
+    with closing(store.bundles()) as rows:
+        for row in rows:
+            yield tuple(iso(v) if i in _CSV_TIMES else v for i, v in enumerate(row))
+
+
 def write_csv(folder: Path, store: AuditStore) -> tuple[Path, Path]:
     """bundles.csv (one row per bundle) and exceptions.csv (one per
     exception), written beside each other, then renamed into place."""
     output_folder(folder)
     bundles, exceptions = folder / "bundles.csv", folder / "exceptions.csv"
-    for path, columns, make in (
-        (bundles, BUNDLE_COLUMNS, store.bundles),
-        (exceptions, EXCEPTION_COLUMNS, lambda: _exception_rows(store)),
-    ):
-        with closing(make()) as rows:
-            _atomic_csv(path, columns, rows)
+    with closing(_bundle_rows(store)) as rows:
+        _atomic_csv(bundles, BUNDLE_COLUMNS, rows)
+    with closing(_exception_rows(store)) as rows:
+        _atomic_csv(exceptions, EXCEPTION_COLUMNS, rows)
     return bundles, exceptions
 
 
