@@ -901,6 +901,10 @@ def test_tampered_folder_is_refused_whole(
 # -- use -----------------------------------------------------------------------------
 
 
+# An id no test issues (ids are 128 random bits; this one is all zeros).
+NEVER_ISSUED = "0" * 32
+
+
 def test_uses_beyond_what_was_allowed(
     world: World, audit: Audit, tmp_path: Path
 ) -> None:
@@ -922,7 +926,7 @@ def test_uses_beyond_what_was_allowed(
             (dev.claims.bundle_id, T0 + 12, "dev-task"),  # another env's bundle
             (short.claims.bundle_id, T0 + 3600, TASK),  # after expiry
             (later.claims.bundle_id, T0 + 13, TASK),  # before not-before
-            (once.claims.bundle_id.replace("0", "1").replace("a", "b"), T0 + 14, TASK),
+            (NEVER_ISSUED, T0 + 14, TASK),  # no such issuance
             (revoked.claims.bundle_id, T0 + 3000, "other-task"),  # revoked; task
         ):
             _tampered(host, when, bundle_id=bundle_id, task=task)
@@ -942,7 +946,7 @@ def test_uses_beyond_what_was_allowed(
         "env-mismatch": [(5, dev.claims.bundle_id)],
         "use-after-expiry": [(6, short.claims.bundle_id)],
         "use-before-valid": [(7, later.claims.bundle_id)],
-        "unknown-bundle": [(8, where["unknown-bundle"][0][1])],
+        "unknown-bundle": [(8, NEVER_ISSUED)],
         "task-mismatch": [(9, revoked.claims.bundle_id)],
         "use-after-revocation": [(9, revoked.claims.bundle_id)],
         "clock-anomaly": [(7, "")],  # receipt 7 is dated before receipt 6

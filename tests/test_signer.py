@@ -310,3 +310,36 @@ def test_an_interrupted_init_leaves_no_half_home(
     with pytest.raises(KeyboardInterrupt):
         host_mod.init_host(host, "build-09", "prod", world.root_bytes, T0)
     assert not host.exists()
+
+
+def test_export_leaves_out_revoked_retired_and_used_up_bundles(
+    world: World, tmp_path: Path
+) -> None:
+    """Hosts would refuse them; the stick carries what is still usable, and
+    says how many it left out. A bundle named on the command line goes."""
+    keep = world.issue()
+    revoked = world.issue()
+    spent = world.issue()
+    world.signer.revoke([("bundle", revoked.claims.bundle_id)], T0)
+    world.signer.ledger.record_usage(spent.claims.bundle_id, 1, T0)
+    other_host = world.issue("build-02")
+    world.signer.revoke([("host", "build-02")], T0)
+    for issued in (keep, revoked, spent, other_host):  # as kit issue leaves it
+        world.signer.outbox_path(issued.claims.bundle_id).write_bytes(issued.data)
+    ids, gone, used = world.signer.exportable(T0)
+    assert (ids, gone, used) == ([keep.claims.bundle_id], 2, 1)
+    world.close()
+    world._signer = None
+    usb = tmp_path / "usb"
+    proc = world.kit("export", "--home", world.signer_home, "--to", usb)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "exported 1 bundle(s)" in err
+    assert "left out 2 revoked or retired and 1 used-up bundle(s)" in err
+    assert sorted(p.name for p in usb.glob("bundle-*")) == [
+        f"bundle-{keep.claims.bundle_id}.kit"
+    ]
+    named = world.signer_home / "outbox" / f"{other_host.claims.bundle_id}.kit"
+    proc = world.kit("export", "--home", world.signer_home, "--to", usb, named)
+    assert proc.returncode == 0, proc.stderr
+    assert (usb / f"bundle-{other_host.claims.bundle_id}.kit").exists()

@@ -382,7 +382,8 @@ def export(
     bundles: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Bundle files (default: every unexpired bundle in the outbox)."
+            help="Bundle files (default: every bundle of the outbox not expired, "
+            "revoked, retired or used up)."
         ),
     ] = None,
     home: HomeOpt = None,
@@ -407,12 +408,10 @@ def export(
         signer.unlock(read_passphrase(passphrase_file))
         revocations = signer.revocation_list(now, parse_duration(valid, "--valid"))
         paths = list(bundles or [])
+        gone = spent = 0
         if not paths:
-            paths = [
-                signer.outbox_path(b.bundle_id)
-                for b in signer.ledger.bundles()
-                if b.expires_at >= now and signer.outbox_path(b.bundle_id).exists()
-            ]
+            ids, gone, spent = signer.exportable(now)
+            paths = [signer.outbox_path(i) for i in ids]
         # The current root and every earlier version, so that a host that
         # missed rotations catches up from this one drop.
         files = {
@@ -436,6 +435,11 @@ def export(
         f"exported {count} bundle(s), the trust root and a fresh revocation list "
         f"to {to}"
     )
+    if gone or spent:
+        say(
+            f"left out {gone} revoked or retired and {spent} used-up bundle(s) "
+            "(hosts would refuse them; name a file to export it anyway)"
+        )
 
 
 _REVOKE_HELP = "(repeatable)"

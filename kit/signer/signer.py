@@ -377,6 +377,38 @@ class Signer:
     def outbox_path(self, bundle_id: str) -> Path:
         return self.home / OUTBOX / f"{bundle_id}.kit"
 
+    def exportable(self, now: int) -> tuple[list[str], int, int]:
+        """The ids of the outbox's bundles worth carrying to hosts, in ledger
+        order, and how many were left out as revoked (by the rules hosts
+        apply to the revocation list, FORMAT.md 12) and as used up (by the
+        uses reconciled from receipts). Expired bundles are not counted."""
+        revoked = self.ledger.revocations()
+        named = {(k, v) for k, v in revoked if k != "before"}
+        cutoff = max((int(v) for k, v in revoked if k == "before"), default=0)
+        used = self.ledger.usage()
+        out: list[str] = []
+        gone = spent = 0
+        for b in self.ledger.bundles():
+            if b.expires_at < now or not self.outbox_path(b.bundle_id).exists():
+                continue
+            if b.issued_at < cutoff or any(
+                (kind, value) in named
+                for kind, value in (
+                    ("bundle", b.bundle_id),
+                    ("identity", b.identity),
+                    ("host", b.host),
+                    ("env", b.env),
+                    ("key", b.issuer),
+                )
+                if value
+            ):
+                gone += 1
+            elif used.get(b.bundle_id, (0, 0))[0] >= b.max_uses:
+                spent += 1
+            else:
+                out.append(b.bundle_id)
+        return out, gone, spent
+
     # -- trust-root rotation -------------------------------------------------
 
     def propose(
