@@ -261,3 +261,25 @@ def test_list_issued_after_the_host_clock_is_refused(
         assert host.state.get("revocation_version") is None
     finally:
         host.close()
+
+
+def test_revoking_entry_is_the_one_rule_host_and_signer_share() -> None:
+    """Named entries in the order bundle, identity, host, env, key; else the
+    latest 'before' cutoff the bundle's issue time precedes."""
+    from kit.formats.revocation import revoking_entry
+
+    claims = {"bundle_id": "b" * 32, "identity": "", "host": "h1", "env": "prod",
+              "issuer": "k" * 32, "issued_at": 1_000}  # fmt: skip
+    assert revoking_entry([], **claims) is None
+    assert revoking_entry([("identity", "")], **claims) is None  # ad hoc: none
+    both = [("env", "prod"), ("host", "h1")]
+    assert revoking_entry(both, **claims) == ("host", "h1")
+    assert revoking_entry([("before", "900"), ("before", "1001")], **claims) == (
+        "before",
+        "1001",
+    )
+    assert revoking_entry([("before", "1000")], **claims) is None  # not before
+    assert revoking_entry([("before", "2000"), ("key", "k" * 32)], **claims) == (
+        "key",
+        "k" * 32,
+    )

@@ -4,7 +4,7 @@ release once their list has expired, and never accept an older version."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from kit import encoding
@@ -46,6 +46,39 @@ class RevocationList(NamedTuple):
 
     def values(self, kind: str) -> set[str]:
         return {e.value for e in self.entries if e.kind == kind}
+
+
+def revoking_entry(
+    entries: Iterable[tuple[str, str]],
+    *,
+    bundle_id: str,
+    identity: str,
+    host: str,
+    env: str,
+    issuer: str,
+    issued_at: int,
+) -> tuple[str, str] | None:
+    """The entry that revokes a bundle with these claims, or None (FORMAT.md
+    12): one naming its id, identity, host, env or issuer key (in that order
+    when several do), else the latest ``before`` cutoff its issue time
+    precedes. The host's check and the signer's export decide alike."""
+    named: set[tuple[str, str]] = set()
+    cutoff = 0
+    for kind, value in entries:
+        if kind == "before":
+            cutoff = max(cutoff, int(value))
+        else:
+            named.add((kind, value))
+    for subject in (
+        ("bundle", bundle_id),
+        ("identity", identity),
+        ("host", host),
+        ("env", env),
+        ("key", issuer),
+    ):
+        if subject[1] and subject in named:
+            return subject
+    return ("before", str(cutoff)) if issued_at < cutoff else None
 
 
 def check_entry(kind: str, value: str) -> Entry:

@@ -35,7 +35,7 @@ from kit.crypto.sign import verify_signature
 from kit.errors import DeniedError, FormatError
 from kit.formats.bundle import Bundle, Claims, decode_claims, parse_bundle
 from kit.formats.envelope import verify_envelope, withheld
-from kit.formats.revocation import RevocationList
+from kit.formats.revocation import RevocationList, revoking_entry
 from kit.formats.trustroot import TrustRoot
 from kit.host.policy import HostPolicy
 from kit.lazylog import LazyLogger
@@ -263,25 +263,27 @@ def check_revocation(
             f"{_span(now - revoked.expires_at)} ago (at {_utc(revoked.expires_at)}); "
             "import a fresh one: every kit export carries one",
         )
-    for kind, value in (
-        ("bundle", c.bundle_id),
-        ("identity", c.identity),
-        ("host", c.host),
-        ("env", c.env),
-        ("key", c.issuer),
-    ):
-        if value and value in revoked.values(kind):
-            raise DeniedError(
-                "revoked",
-                f"{kind} {value} is revoked (revocation list v{revoked.version})",
-            )
-    cutoffs = [int(t) for t in revoked.values("before")]
-    if cutoffs and c.issued_at < max(cutoffs):
+    found = revoking_entry(
+        revoked.entries,
+        bundle_id=c.bundle_id,
+        identity=c.identity,
+        host=c.host,
+        env=c.env,
+        issuer=c.issuer,
+        issued_at=c.issued_at,
+    )
+    if found is None:
+        return
+    kind, value = found
+    if kind == "before":
         raise DeniedError(
             "revoked",
-            f"everything issued before {_utc(max(cutoffs))} is revoked; this bundle "
+            f"everything issued before {_utc(int(value))} is revoked; this bundle "
             f"was issued at {_utc(c.issued_at)}",
         )
+    raise DeniedError(
+        "revoked", f"{kind} {value} is revoked (revocation list v{revoked.version})"
+    )
 
 
 def _utc(t: int) -> str:

@@ -383,24 +383,20 @@ class Signer:
         apply to the revocation list, FORMAT.md 12) and as used up (by the
         uses reconciled from receipts). Expired bundles are not counted."""
         revoked = self.ledger.revocations()
-        named = {(k, v) for k, v in revoked if k != "before"}
-        cutoff = max((int(v) for k, v in revoked if k == "before"), default=0)
         used = self.ledger.usage()
         out: list[str] = []
         gone = spent = 0
         for b in self.ledger.bundles():
             if b.expires_at < now or not self.outbox_path(b.bundle_id).exists():
                 continue
-            if b.issued_at < cutoff or any(
-                (kind, value) in named
-                for kind, value in (
-                    ("bundle", b.bundle_id),
-                    ("identity", b.identity),
-                    ("host", b.host),
-                    ("env", b.env),
-                    ("key", b.issuer),
-                )
-                if value
+            if revocation.revoking_entry(
+                revoked,
+                bundle_id=b.bundle_id,
+                identity=b.identity,
+                host=b.host,
+                env=b.env,
+                issuer=b.issuer,
+                issued_at=b.issued_at,
             ):
                 gone += 1
             elif used.get(b.bundle_id, (0, 0))[0] >= b.max_uses:
