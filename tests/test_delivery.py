@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import KIT, TASK, World, child_argv
 
-from kit.errors import UsageError
+from kit.errors import DeniedError, UsageError
 from kit.host import runner
 from kit.host.runner import Delivery, make_delivery, run_child
 
@@ -121,8 +121,9 @@ def test_file_mode_without_tmpfs_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(runner, "TMPFS", tmp_path / "no-tmpfs")
-    with pytest.raises(UsageError, match="tmpfs"):
+    with pytest.raises(DeniedError, match="needs a tmpfs") as refused:
         run_child(("/bin/true",), "S", SECRET, Delivery("file"))
+    assert refused.value.code == "delivery-not-possible"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM])

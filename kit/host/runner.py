@@ -123,20 +123,10 @@ def _memfd(secret: bytes) -> Iterator[int]:
 
 @contextlib.contextmanager
 def _tmpfs_file(secret: bytes) -> Iterator[Path]:
-    if not TMPFS.is_dir():
-        raise UsageError(f"--deliver file needs a tmpfs at {TMPFS}; none here")
-    _sweep_stale(TMPFS)
-    folder = Path(tempfile.mkdtemp(prefix=f"kit-{os.getpid()}-", dir=TMPFS))  # 0700
-    path = folder / "secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, secret)
-        finally:
-            os.close(fd)
-        yield path
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    """The secret in a file of its own on tmpfs, for a caller that reserved
+    none (the library's run_child without ``reserved``)."""
+    with reserved_file(len(secret)) as path:
+        yield _fill(path, secret)
 
 
 @contextlib.contextmanager
@@ -228,8 +218,9 @@ def run_child(
     """Run ``command`` with the secret; return (status, milliseconds).
 
     For file delivery, ``reserved`` is a file :func:`reserved_file` made
-    before the use was counted (its caller removes it); without one, a file
-    is made here.
+    before the use was counted; it is removed here as the child ends (and
+    again, harmlessly, when the caller leaves reserved_file). Without one, a
+    file is made here.
 
     Status is the child's exit code, or minus the signal number that ended it,
     127 when it cannot be found and 126 when it cannot be executed.
