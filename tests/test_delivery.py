@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,13 +90,19 @@ def test_environment_is_an_allowlist(
 
 
 def test_core_dumps_are_disabled_for_the_child(tmp_path: Path) -> None:
-    before = resource.getrlimit(resource.RLIMIT_CORE)
+    """In a process of its own: run_child lowers the hard limit for good, and
+    a test process (an xdist worker) may not raise it back."""
     out = tmp_path / "ulimit"
-    try:
-        run_child(("/bin/sh", "-c", f"ulimit -c > {out}"), "S", SECRET)
-        assert out.read_text().strip() == "0"
-    finally:
-        resource.setrlimit(resource.RLIMIT_CORE, before)
+    script = (
+        "import resource\n"
+        "_, hard = resource.getrlimit(resource.RLIMIT_CORE)\n"
+        "resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))  # as high as may be\n"
+        "from kit.host.runner import run_child\n"
+        f"run_child(('/bin/sh', '-c', 'ulimit -c > {out}'), 'S', b's')\n"
+        "assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert out.read_text().strip() == "0"
 
 
 def test_child_status_and_signals_are_reported(tmp_path: Path) -> None:
